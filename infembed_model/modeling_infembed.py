@@ -1,0 +1,572 @@
+"""InF-Embed: an instruction-aware bi-encoder over any transformers backbone, trained with the InF-IR objectives.
+
+This file and `configuration_infembed.py` travel with every saved model (`trust_remote_code=True`), so they import
+nothing but torch and transformers.
+
+Shapes: B rows of InF-IR make N = 3B triples (instruction I, query Q, passage P): (I+, Q+, P+), (I-, Q+, HN1) and
+(I+, Q-, HN2). d is the hidden size, L a sequence length, K the number of sampled instruction negatives.
+"""
+
+import hashlib
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.utils import ModelOutput
+
+from .configuration_infembed import InfEmbedConfig
+
+RECORD_FIELDS = (
+    "query_positive",
+    "instruction_positive",
+    "document_positive",
+    "query_negative",
+    "instruction_negative",
+    "hard_negative_document_1",
+    "hard_negative_document_2",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pooling and instruction-query attention
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """[n, L, d] hidden states and [n, L] attention mask -> [n, d]."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        # Index of the last real token, whichever side the padding is on.
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def instruction_query_attention(
+    h_instr: torch.Tensor, mask_instr: torch.Tensor, h_query: torch.Tensor, mask_query: torch.Tensor
+) -> torch.Tensor:
+    """Parameter-free cross-attention of instruction tokens over query tokens, averaged over instruction tokens.
+
+    h_instr [..., Li, d], mask_instr [..., Li], h_query [..., Lq, d], mask_query [..., Lq] -> [..., d].
+    Leading dimensions broadcast, so [n, 1, Li, d] against [1, m, Lq, d] scores every instruction-query pair.
+    Padding is masked identically in training and inference: padded query tokens get no attention and padded
+    instruction tokens do not enter the mean.
+    """
+    scores = h_instr @ h_query.transpose(-1, -2) / math.sqrt(h_query.shape[-1])  # [..., Li, Lq]
+    scores = scores.masked_fill(mask_query.unsqueeze(-2) == 0, float("-inf"))
+    z = scores.softmax(-1) @ h_query  # [..., Li, d]
+    weights = mask_instr.unsqueeze(-1).to(z.dtype)
+    return (z * weights).sum(-2) / weights.sum(-2).clamp(min=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Contrastive objectives. Each block gives, per query row, candidate logits [N, C], which candidates count
+# [N, C] and the column of the positive [N]; `multi` sums one InfoNCE per block, `uni` joins the blocks.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreBlock:
+    logits: torch.Tensor  # [N, C]
+    valid: torch.Tensor  # [N, C] bool: False for copies of the positive and padding
+    positive: torch.Tensor  # [N] column of the positive
+
+
+def info_nce(block: ScoreBlock) -> torch.Tensor:
+    """Mean cross-entropy of each row towards its positive, over its valid candidates only."""
+    return F.cross_entropy(block.logits.masked_fill(~block.valid, float("-inf")), block.positive)
+
+
+def copies_of_positive(pair_ids: torch.Tensor, passage_ids: torch.Tensor) -> torch.Tensor:
+    """[N, N] bool: candidate j is a copy of row i's positive (same instruction and query, or same passage), j != i.
+
+    The public code counted such copies as negatives; here they are masked out.
+    """
+    same = (pair_ids[:, None] == pair_ids[None, :]) | (passage_ids[:, None] == passage_ids[None, :])
+    return same & ~torch.eye(len(pair_ids), dtype=torch.bool, device=pair_ids.device)
+
+
+def passage_block(queries: torch.Tensor, passages: torch.Tensor, copies: torch.Tensor, scale: float) -> ScoreBlock:
+    """l_P: each (instruction, query) e_i [N, d] against every passage p_j [N, d]; positive p_i."""
+    positive = torch.arange(len(queries), device=queries.device)
+    return ScoreBlock(scale * queries @ passages.T, ~copies, positive)
+
+
+def pair_block(queries: torch.Tensor, passages: torch.Tensor, copies: torch.Tensor, scale: float) -> ScoreBlock:
+    """l_IQ: each passage p_i [N, d] against every (instruction, query) e_j [N, d]; positive e_i."""
+    positive = torch.arange(len(queries), device=queries.device)
+    return ScoreBlock(scale * passages @ queries.T, ~copies, positive)
+
+
+def combine_losses(blocks: list[ScoreBlock], mode: str) -> torch.Tensor:
+    """`multi`: sum of one InfoNCE per block. `uni`: one softmax over the union of the blocks' candidates.
+
+    In `uni` the positive keeps its column in the first block; its duplicates in later blocks (the same
+    score s(e_i, p_i)) are masked, so it is counted once.
+    """
+    if mode == "multi":
+        return sum(info_nce(block) for block in blocks)
+    first, rest = blocks[0], blocks[1:]
+    logits, valid = [first.logits], [first.valid]
+    for block in rest:
+        not_positive = F.one_hot(block.positive, block.logits.shape[1]) == 0
+        logits.append(block.logits)
+        valid.append(block.valid & not_positive)
+    return info_nce(ScoreBlock(torch.cat(logits, 1), torch.cat(valid, 1), first.positive))
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0 across processes; only this process's slice keeps its gradient. [n, ...] -> [W*n, ...]"""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.detach().contiguous())
+    parts[dist.get_rank()] = tensor
+    return torch.cat(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data collator: InF-IR rows -> a training batch
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def text_id(*texts: str) -> int:
+    """A stable 63-bit id of a text (or a tuple of texts), to find copies across the batch and across processes."""
+    digest = hashlib.blake2b("\x1f".join(texts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def format_query(template: str, query: str, instruction: str | None) -> str:
+    """The `concat` input: the template filled with instruction and query, or the query alone without instruction."""
+    return template.format(instruction=instruction, query=query) if instruction else query
+
+
+def expand_rows(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """Each InF-IR row -> its three (instruction, query, passage) triples, which are each other's hard negatives."""
+    triples = []
+    for index, row in enumerate(rows):
+        for field in RECORD_FIELDS:
+            if not isinstance(row.get(field), str):
+                raise ValueError(f"row {index}: field {field!r} must be a string, got {type(row.get(field)).__name__}")
+        triples += [
+            (row["instruction_positive"], row["query_positive"], row["document_positive"]),
+            (row["instruction_negative"], row["query_positive"], row["hard_negative_document_1"]),
+            (row["instruction_positive"], row["query_negative"], row["hard_negative_document_2"]),
+        ]
+    return triples
+
+
+@dataclass
+class InfEmbedCollator:
+    """Collates InF-IR rows (the seven public string fields) into the batch `InfEmbedModel.forward` trains on.
+
+    With `combine="concat"` and the `I` objective, each triple also gets up to K other instructions of the batch
+    (never one equal to its own), sampled with a seed taken from the batch's content, so a batch always gets the
+    same negatives, whether resumed from a checkpoint or split over processes.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    config: InfEmbedConfig
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        triples = expand_rows(rows)
+        instructions, queries, passages = (list(column) for column in zip(*triples, strict=True))
+        cfg = self.config
+        batch = {
+            **self._tokenize("passage", passages, cfg.passage_max_length),
+            "pair_ids": torch.tensor([text_id(i, q) for i, q, _ in triples]),
+            "passage_ids": torch.tensor([text_id(p) for p in passages]),
+            "instruction_ids": torch.tensor([text_id(i) for i in instructions]),
+        }
+        if cfg.combine == "attention":
+            batch |= self._tokenize("query", queries, cfg.query_max_length)
+            batch |= self._tokenize("instruction", instructions, cfg.query_max_length)
+            return batch
+        batch |= self._tokenize(
+            "query", [format_query(cfg.query_template, q, i) for i, q, _ in triples], cfg.query_max_length
+        )
+        if "I" in cfg.loss_terms:
+            batch |= self._instruction_negatives(instructions, queries)
+        return batch
+
+    def _tokenize(self, prefix: str, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return {f"{prefix}_input_ids": tokens["input_ids"], f"{prefix}_attention_mask": tokens["attention_mask"]}
+
+    def _instruction_negatives(self, instructions: list[str], queries: list[str]) -> dict[str, torch.Tensor]:
+        """(I_k, Q_i) texts for sampled k, and index [N, K] of each into them (-1 where fewer than K exist)."""
+        k = self.config.num_instruction_negatives
+        rng = random.Random(text_id(*instructions, *queries))
+        distinct = sorted(set(instructions))
+        texts, index = [], []
+        for instruction, query in zip(instructions, queries, strict=True):
+            others = [other for other in distinct if other != instruction]
+            chosen = rng.sample(others, min(k, len(others)))
+            index.append(list(range(len(texts), len(texts) + len(chosen))) + [-1] * (k - len(chosen)))
+            texts += [format_query(self.config.query_template, query, other) for other in chosen]
+        tokens = self._tokenize("negative_query", texts, self.config.query_max_length)
+        return tokens | {"negative_query_index": torch.tensor(index)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InfEmbedOutput(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    query_embeds: torch.FloatTensor | None = None  # [N, d] (instruction, query) embeddings of this process
+    passage_embeds: torch.FloatTensor | None = None  # [N, d]
+
+
+class InfEmbedPreTrainedModel(PreTrainedModel):
+    config_class = InfEmbedConfig
+    base_model_prefix = "encoder"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    # The loss is a mean over the batch; Trainer must not pass num_items_in_batch.
+    accepts_loss_kwargs = False
+
+
+class InfEmbedModel(InfEmbedPreTrainedModel):
+    """Embeds (instruction, query) pairs and passages into one space; `forward` on a collated batch gives the loss."""
+
+    def __init__(self, config: InfEmbedConfig):
+        super().__init__(config)
+        self.encoder = AutoModel.from_config(config.encoder_config)
+        self._tokenizer = None
+        self.post_init()
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str,
+        *,
+        dtype: torch.dtype | str | None = None,
+        attn_implementation: str | None = None,
+        **config_overrides,
+    ) -> "InfEmbedModel":
+        """A new InF-Embed model around a pretrained backbone (Hub id or folder), keeping the backbone's tokenizer.
+
+        Decoder backbones default to last-token pooling, encoders to mean pooling.
+        """
+        backbone_config = AutoConfig.from_pretrained(name_or_path)
+        if "pooling" not in config_overrides:
+            model_type = backbone_config.model_type
+            is_decoder = (
+                model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            )
+            config_overrides["pooling"] = "last" if is_decoder else "mean"
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        if tokenizer.pad_token is None:  # decoder tokenizers often have none
+            tokenizer.pad_token = tokenizer.eos_token
+        config = InfEmbedConfig(encoder_config=backbone_config, pad_token_id=tokenizer.pad_token_id, **config_overrides)
+        if hasattr(config.encoder_config, "use_cache"):
+            config.encoder_config.use_cache = False
+        model = cls(config)
+        model.encoder = AutoModel.from_pretrained(
+            name_or_path, config=config.encoder_config, dtype=dtype or "auto", attn_implementation=attn_implementation
+        )
+        model.tokenizer = tokenizer
+        return model
+
+    # -- tokenizer: found in the model's own folder ---------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            # This code already runs from the model's folder, so reading that folder's tokenizer needs no new trust.
+            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=True)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self._tokenizer = tokenizer
+
+    def data_collator(self) -> InfEmbedCollator:
+        """The collator for `transformers.Trainer` (use it with `remove_unused_columns=False`)."""
+        return InfEmbedCollator(self.tokenizer, self.config)
+
+    def get_input_embeddings(self):
+        return self.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.encoder.set_input_embeddings(value)
+
+    # -- embeddings -----------------------------------------------------------------------------------------------
+
+    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[n, L] -> [n, L, d] last hidden states of the backbone."""
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def _finish(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.normalize(embeddings, dim=-1) if self.config.normalize else embeddings
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One sequence per row -> [n, d] pooled (and normalised) embedding: passages, and `concat` queries.
+
+        This is also the method sentence-transformers calls (see `sentence_bert_config.json`).
+        """
+        return self._finish(pool(self._hidden(input_ids, attention_mask), attention_mask, self.config.pooling))
+
+    def embed_attention(
+        self,
+        instruction_input_ids: torch.Tensor,
+        instruction_attention_mask: torch.Tensor,
+        query_input_ids: torch.Tensor,
+        query_attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """`attention` mode: row i's instruction attends over row i's query -> [n, d]."""
+        h_instr = self._hidden(instruction_input_ids, instruction_attention_mask)
+        h_query = self._hidden(query_input_ids, query_attention_mask)
+        return self._finish(
+            instruction_query_attention(h_instr, instruction_attention_mask, h_query, query_attention_mask)
+        )
+
+    # -- training -------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        query_input_ids: torch.Tensor,
+        query_attention_mask: torch.Tensor,
+        passage_input_ids: torch.Tensor,
+        passage_attention_mask: torch.Tensor,
+        pair_ids: torch.Tensor,
+        passage_ids: torch.Tensor,
+        instruction_ids: torch.Tensor,
+        instruction_input_ids: torch.Tensor | None = None,
+        instruction_attention_mask: torch.Tensor | None = None,
+        negative_query_input_ids: torch.Tensor | None = None,
+        negative_query_attention_mask: torch.Tensor | None = None,
+        negative_query_index: torch.Tensor | None = None,
+        return_loss: bool = True,
+    ) -> InfEmbedOutput:
+        """A collated batch of N triples (see `InfEmbedCollator`) -> the contrastive loss and the embeddings.
+
+        The loss is taken over the global batch of all processes: embeddings are gathered, each process keeps the
+        gradient of its own part, and the loss is scaled so that DDP's gradient mean is the exact global gradient.
+        """
+        cfg = self.config
+        passages = self.embed(passage_input_ids, passage_attention_mask)  # [N, d]
+        if cfg.combine == "attention":
+            h_instr = self._hidden(instruction_input_ids, instruction_attention_mask)  # [N, Li, d]
+            h_query = self._hidden(query_input_ids, query_attention_mask)  # [N, Lq, d]
+            queries = self._finish(
+                instruction_query_attention(h_instr, instruction_attention_mask, h_query, query_attention_mask)
+            )
+        else:
+            queries = self.embed(query_input_ids, query_attention_mask)  # [N, d]
+        if not return_loss:
+            return InfEmbedOutput(query_embeds=queries, passage_embeds=passages)
+
+        blocks = []
+        all_queries, all_passages = gather(queries), gather(passages)
+        copies = copies_of_positive(gather(pair_ids), gather(passage_ids))
+        if "P" in cfg.loss_terms:
+            blocks.append(passage_block(all_queries, all_passages, copies, cfg.similarity_scale))
+        if "IQ" in cfg.loss_terms:
+            blocks.append(pair_block(all_queries, all_passages, copies, cfg.similarity_scale))
+        if "I" in cfg.loss_terms:
+            if cfg.combine == "attention":
+                local = self._instruction_block_attention(
+                    h_instr, instruction_attention_mask, h_query, query_attention_mask, passages, instruction_ids
+                )
+            else:
+                local = self._instruction_block_concat(
+                    queries, passages, negative_query_input_ids, negative_query_attention_mask, negative_query_index
+                )
+            blocks.append(ScoreBlock(gather(local.logits), gather(local.valid), gather(local.positive)))
+
+        loss = combine_losses(blocks, cfg.loss_mode)
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        # Same value on every process, gradient x world_size: DDP's mean over processes then gives the exact
+        # gradient of the global loss, each process contributing through the part it kept the gradient of.
+        loss = loss * world_size - loss.detach() * (world_size - 1)
+        return InfEmbedOutput(loss=loss, query_embeds=queries, passage_embeds=passages)
+
+    def _instruction_block_concat(
+        self,
+        queries: torch.Tensor,
+        passages: torch.Tensor,
+        negative_input_ids: torch.Tensor,
+        negative_attention_mask: torch.Tensor,
+        negative_index: torch.Tensor,
+    ) -> ScoreBlock:
+        """l_I with `concat`: column 0 is s(e_i, p_i), columns 1..K the sampled (I_k, Q_i) against p_i. -> [N, 1+K]"""
+        negatives = self.embed(negative_input_ids, negative_attention_mask)  # [M, d]
+        valid = negative_index >= 0  # [N, K]
+        per_row = negatives[negative_index.clamp(min=0)]  # [N, K, d]
+        negative_scores = (per_row * passages.unsqueeze(1)).sum(-1)  # [N, K]
+        positive_scores = (queries * passages).sum(-1, keepdim=True)  # [N, 1]
+        logits = self.config.similarity_scale * torch.cat([positive_scores, negative_scores], 1)
+        valid = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)
+        return ScoreBlock(logits, valid, torch.zeros(len(queries), dtype=torch.long, device=queries.device))
+
+    def _instruction_block_attention(
+        self,
+        h_instr: torch.Tensor,
+        mask_instr: torch.Tensor,
+        h_query: torch.Tensor,
+        mask_query: torch.Tensor,
+        passages: torch.Tensor,
+        instruction_ids: torch.Tensor,
+    ) -> ScoreBlock:
+        """l_I with `attention`: every instruction k of the batch with query i, against p_i. -> [N, N], positive k = i.
+
+        The sequences are encoded once; only the cheap cross-attention runs for all N x N pairs.
+        """
+        pairs = instruction_query_attention(
+            h_instr.unsqueeze(0), mask_instr.unsqueeze(0), h_query.unsqueeze(1), mask_query.unsqueeze(1)
+        )  # [N (query i), N (instruction k), d]
+        pairs = self._finish(pairs)
+        logits = self.config.similarity_scale * (pairs * passages.unsqueeze(1)).sum(-1)  # [N, N]
+        same_instruction = instruction_ids[:, None] == instruction_ids[None, :]
+        eye = torch.eye(len(passages), dtype=torch.bool, device=passages.device)
+        positive = torch.arange(len(passages), device=passages.device)
+        return ScoreBlock(logits, ~same_instruction | eye, positive)
+
+    # -- inference ------------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_queries(
+        self, queries: list[str], instructions: list[str] | str | None = None, batch_size: int = 32
+    ) -> torch.Tensor:
+        """Embed queries, each with its instruction (a list, one string for all, or None) -> float32 [n, d] on CPU."""
+        queries = _check_texts(queries, "queries")
+        if instructions is None or isinstance(instructions, str):
+            instructions = [instructions or ""] * len(queries)
+        instructions = _check_texts(instructions, "instructions", allow_empty_strings=True)
+        if len(instructions) != len(queries):
+            raise ValueError(f"got {len(queries)} queries but {len(instructions)} instructions")
+        if self.config.combine == "concat":
+            texts = [format_query(self.config.query_template, q, i) for q, i in zip(queries, instructions, strict=True)]
+            return self._encode_texts(texts, self.config.query_max_length, batch_size)
+        # `attention`: a query without instruction is pooled alone; the others attend from their instruction.
+        plain = [n for n, instruction in enumerate(instructions) if not instruction]
+        guided = [n for n, instruction in enumerate(instructions) if instruction]
+        parts = {}
+        if plain:
+            parts["plain"] = self._encode_texts([queries[n] for n in plain], self.config.query_max_length, batch_size)
+        if guided:
+            parts["guided"] = self._encode_attention(
+                [instructions[n] for n in guided], [queries[n] for n in guided], batch_size
+            )
+        dim = next(iter(parts.values())).shape[1]
+        out = torch.empty(len(queries), dim)
+        for name, rows in (("plain", plain), ("guided", guided)):
+            if rows:
+                out[rows] = parts[name]
+        return out
+
+    @torch.inference_mode()
+    def encode_passages(self, passages: list[str], batch_size: int = 32) -> torch.Tensor:
+        """Embed passages (never with an instruction) -> float32 [n, d] on CPU."""
+        passages = _check_texts(passages, "passages")
+        return self._encode_texts(passages, self.config.passage_max_length, batch_size)
+
+    def _encode_texts(self, texts: list[str], max_length: int, batch_size: int) -> torch.Tensor:
+        """Longest texts first (less padding per batch), then back to input order."""
+        order = sorted(range(len(texts)), key=lambda n: -len(texts[n]))
+        chunks = []
+        with _eval_mode(self):
+            for start in range(0, len(texts), batch_size):
+                batch = [texts[n] for n in order[start : start + batch_size]]
+                tokens = self._tokenize(batch, max_length)
+                chunks.append(self.embed(tokens["input_ids"], tokens["attention_mask"]).float().cpu())
+        embeddings = torch.cat(chunks)
+        return embeddings[torch.tensor(order).argsort()]
+
+    def _encode_attention(self, instructions: list[str], queries: list[str], batch_size: int) -> torch.Tensor:
+        order = sorted(range(len(queries)), key=lambda n: -len(queries[n]) - len(instructions[n]))
+        chunks = []
+        with _eval_mode(self):
+            for start in range(0, len(queries), batch_size):
+                rows = order[start : start + batch_size]
+                instr = self._tokenize([instructions[n] for n in rows], self.config.query_max_length)
+                query = self._tokenize([queries[n] for n in rows], self.config.query_max_length)
+                embeddings = self.embed_attention(
+                    instr["input_ids"], instr["attention_mask"], query["input_ids"], query["attention_mask"]
+                )
+                chunks.append(embeddings.float().cpu())
+        return torch.cat(chunks)[torch.tensor(order).argsort()]
+
+    def _tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return {key: value.to(self.device) for key, value in tokens.items() if key in ("input_ids", "attention_mask")}
+
+    # -- saving ---------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """Weights, config and code as usual, plus the tokenizer and the sentence-transformers files."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            self.tokenizer.save_pretrained(save_directory)
+            _write_sentence_transformers_files(save_directory, self.config)
+
+
+class _eval_mode:
+    """Eval mode (no dropout) inside the block, the previous mode after it."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+def _check_texts(texts, name: str, allow_empty_strings: bool = False) -> list[str]:
+    """A list of strings, or one string as a list of one; else a clear ValueError."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list | tuple):
+        raise ValueError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    if not texts and not allow_empty_strings:
+        raise ValueError(f"{name} is an empty list")
+    for n, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"{name}[{n}] must be a string, got {type(text).__name__}")
+    return list(texts)
+
+
+def _write_sentence_transformers_files(directory: str | os.PathLike, config: InfEmbedConfig) -> None:
+    """Make the folder loadable by `SentenceTransformer(directory, trust_remote_code=True)`.
+
+    sentence-transformers calls `InfEmbedModel.embed`, so pooling and normalisation stay the model's own. A prompt
+    holds one string for every text, so a per-query instruction goes in as
+    `encode_query(query, prompt=<query_template up to "{query}", instruction filled in>)`.
+    """
+    files = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}
+        ],
+        "sentence_bert_config.json": {
+            "transformer_task": "feature-extraction",
+            "modality_config": {"text": {"method": "embed", "method_output_name": None}},
+            "module_output_name": "sentence_embedding",
+            "max_seq_length": config.passage_max_length,
+        },
+        "config_sentence_transformers.json": {
+            "model_type": "SentenceTransformer",
+            "prompts": {"query": "", "document": ""},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine" if config.normalize else "dot",
+        },
+    }
+    for name, content in files.items():
+        with open(os.path.join(directory, name), "w") as f:
+            json.dump(content, f, indent=2)
