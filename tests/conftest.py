@@ -26,7 +26,7 @@ BACKBONES = ("bert", "modernbert", "qwen2")
 
 @pytest.fixture(scope="session")
 def backbone_dir(tmp_path_factory):
-    """`backbone_dir(kind)` -> folder of a tiny random pretrained backbone (bert, modernbert, qwen2) and its tokenizer."""
+    """`backbone_dir(kind)` -> folder of a tiny random backbone (bert, modernbert, qwen2) with its tokenizer."""
     made = {}
 
     def get(kind: str = "bert"):
