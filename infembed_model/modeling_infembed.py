@@ -213,8 +213,10 @@ class InfEmbedCollator:
             chosen = rng.sample(others, min(k, len(others)))
             index.append(list(range(len(texts), len(texts) + len(chosen))) + [-1] * (k - len(chosen)))
             texts += [format_query(self.config.query_template, query, other) for other in chosen]
-        tokens = self._tokenize("negative_query", texts, self.config.query_max_length)
-        return tokens | {"negative_query_index": torch.tensor(index)}
+        batch = {"negative_query_index": torch.tensor(index)}
+        if texts:  # none when the whole batch shares one instruction
+            batch |= self._tokenize("negative_query", texts, self.config.query_max_length)
+        return batch
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -405,10 +407,13 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         negative_index: torch.Tensor,
     ) -> ScoreBlock:
         """l_I with `concat`: column 0 is s(e_i, p_i), columns 1..K the sampled (I_k, Q_i) against p_i. -> [N, 1+K]"""
-        negatives = self.embed(negative_input_ids, negative_attention_mask)  # [M, d]
         valid = negative_index >= 0  # [N, K]
-        per_row = negatives[negative_index.clamp(min=0)]  # [N, K, d]
-        negative_scores = (per_row * passages.unsqueeze(1)).sum(-1)  # [N, K]
+        if negative_input_ids is None:  # no other instruction in the batch: every negative is masked
+            negative_scores = torch.zeros(valid.shape, dtype=passages.dtype, device=passages.device)
+        else:
+            negatives = self.embed(negative_input_ids, negative_attention_mask)  # [M, d]
+            per_row = negatives[negative_index.clamp(min=0)]  # [N, K, d]
+            negative_scores = (per_row * passages.unsqueeze(1)).sum(-1)  # [N, K]
         positive_scores = (queries * passages).sum(-1, keepdim=True)  # [N, 1]
         logits = self.config.similarity_scale * torch.cat([positive_scores, negative_scores], 1)
         valid = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)
@@ -434,8 +439,10 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         logits = self.config.similarity_scale * (pairs * passages.unsqueeze(1)).sum(-1)  # [N, N]
         same_instruction = instruction_ids[:, None] == instruction_ids[None, :]
         eye = torch.eye(len(passages), dtype=torch.bool, device=passages.device)
-        positive = torch.arange(len(passages), device=passages.device)
-        return ScoreBlock(logits, ~same_instruction | eye, positive)
+        # Each distinct instruction is one negative, however many triples carry it (I+ is in two of each row's three).
+        first_occurrence = ~(same_instruction & torch.ones_like(eye).tril(-1)).any(1)
+        valid = (~same_instruction & first_occurrence[None, :]) | eye
+        return ScoreBlock(logits, valid, torch.arange(len(passages), device=passages.device))
 
     # -- inference ------------------------------------------------------------------------------------------------
 
@@ -447,7 +454,7 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         queries = _check_texts(queries, "queries")
         if instructions is None or isinstance(instructions, str):
             instructions = [instructions or ""] * len(queries)
-        instructions = _check_texts(instructions, "instructions", allow_empty_strings=True)
+        instructions = _check_texts(instructions, "instructions", allow_empty_list=True)
         if len(instructions) != len(queries):
             raise ValueError(f"got {len(queries)} queries but {len(instructions)} instructions")
         if self.config.combine == "concat":
@@ -529,13 +536,13 @@ class _eval_mode:
         self.model.train(self.was_training)
 
 
-def _check_texts(texts, name: str, allow_empty_strings: bool = False) -> list[str]:
+def _check_texts(texts, name: str, allow_empty_list: bool = False) -> list[str]:
     """A list of strings, or one string as a list of one; else a clear ValueError."""
     if isinstance(texts, str):
         texts = [texts]
     if not isinstance(texts, list | tuple):
         raise ValueError(f"{name} must be a list of strings, got {type(texts).__name__}")
-    if not texts and not allow_empty_strings:
+    if not texts and not allow_empty_list:
         raise ValueError(f"{name} is an empty list")
     for n, text in enumerate(texts):
         if not isinstance(text, str):

@@ -4,7 +4,7 @@ import random
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoModel, BertConfig, ModernBertConfig, PreTrainedTokenizerFast, Qwen2Config
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -27,6 +27,18 @@ def make_tokenizer(vocab_words: list[str] = WORDS) -> PreTrainedTokenizerFast:
         sep_token="[SEP]",
         mask_token="[MASK]",
         model_max_length=512,
+    )
+
+
+def make_byte_level_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE over single bytes, the kind `AutoTokenizer` insists on for Qwen2 (it rebuilds `Qwen2Tokenizer`
+    from the vocab and merges, whatever `tokenizer_class` says, so a WordPiece vocab would lose every word)."""
+    vocab = {token: i for i, token in enumerate(SPECIALS + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tokenizer = Tokenizer(models.BPE(vocab, []))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", eos_token="[SEP]", model_max_length=512
     )
 
 
@@ -65,7 +77,7 @@ def backbone_config(kind: str, vocab_size: int):
 
 def write_backbone(folder: Path, kind: str, seed: int = 0) -> Path:
     """A random `kind` backbone with its tokenizer, saved like a pretrained checkpoint."""
-    tokenizer = make_tokenizer()
+    tokenizer = make_byte_level_tokenizer() if kind == "qwen2" else make_tokenizer()
     torch.manual_seed(seed)
     AutoModel.from_config(backbone_config(kind, len(tokenizer))).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
