@@ -1,0 +1,165 @@
+"""`infir generate` against the OpenAI-compatible test server: schema, rejections, report, resume, concurrency."""
+
+import json
+from collections import Counter
+
+import pytest
+from openai_test_server import OpenAITestServer, run_generate, write_seeds
+
+from infir_dataset.pipeline import JUDGE_CHECKS, PROMPT_VERSION, Prompts, precheck_instruction
+from infir_dataset.schema import PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, record_id
+
+# Seed queries and the rejection each must get (markers tell the test server how to misbehave).
+MARKED = {
+    "what is COPY_QUERY here": ["instruction_copies_query"],
+    "SAME_NEG_INSTRUCTION for flights": ["instruction_negative_equals_positive"],
+    "HN_IS_POSITIVE for trains": ["hard_negative_1_equals_positive"],
+    "JUDGE_SAYS_NO about boats": [
+        "judge:positive_relevant",
+        "judge:hard_negative_1_relevant",
+        "judge:hard_negative_2_relevant",
+    ],
+}
+GOOD = ["how long do cats live", "what is the boiling point of water", "who wrote hamlet"]
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _judge_requests(server, text):
+    return [
+        r
+        for r in server.chat_requests()
+        if r["body"]["response_format"]["json_schema"]["name"] == "relevance_verdict" and text in json.dumps(r["body"])
+    ]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One run over good and marked seeds, shared by the tests that read its output."""
+    tmp = tmp_path_factory.mktemp("gen")
+    seeds = write_seeds(tmp / "seeds.jsonl", GOOD + list(MARKED))
+    prices = tmp / "prices.json"
+    prices.write_text(json.dumps({"gen-model": {"input": 1.0, "output": 2.0}}))
+    with OpenAITestServer() as server:
+        argv = ["--seeds", str(seeds), "--out", str(tmp / "out"), "--base-url", server.base_url]
+        argv += ["--generator-model", "gen-model", "--judge-model", "judge-model", "--prices", str(prices)]
+        assert run_generate(*argv) == 0
+        yield {"out": tmp / "out", "server": server, "argv": argv, "seeds": seeds}
+
+
+def test_records_follow_the_schema(run):
+    records = _lines(run["out"] / "records.jsonl")
+    assert sorted(r["query_positive"] for r in records) == sorted(GOOD)
+    for rec in records:
+        assert set(rec) == {"id", "source", *RECORD_FIELDS, "provenance"}
+        RECORD_FEATURES.encode_example({k: rec[k] for k in RECORD_FEATURES})  # types match the dataset schema
+        provenance = {"id": rec["id"], "source": rec["source"], **rec["provenance"]}
+        assert set(provenance) == set(PROVENANCE_FEATURES)
+        PROVENANCE_FEATURES.encode_example(provenance)
+        assert rec["id"] == record_id("msmarco", rec["query_positive"], rec["document_positive"])
+        assert rec["provenance"]["prompt_version"] == PROMPT_VERSION
+        assert rec["provenance"]["generator_model"] == "gen-model"
+        assert rec["provenance"]["judge_model"] == "judge-model"
+        assert [v["check"] for v in rec["provenance"]["verdicts"]] == [c[0] for c in JUDGE_CHECKS]
+        assert all(v["passed"] and v["reason"] for v in rec["provenance"]["verdicts"])
+        # The relations the server was asked to build: I- / HN1 and Q- / HN2.
+        assert rec["instruction_positive"].startswith("[I+]") and rec["instruction_negative"].startswith("[I-]")
+        assert rec["hard_negative_document_1"].startswith("[HN1]")
+        assert rec["query_negative"].startswith("[Q-]") and rec["hard_negative_document_2"].startswith("[HN2]")
+
+
+def test_rejections_name_their_reasons_and_prechecks_spend_no_judge_call(run):
+    rejected = {r["query"]: r for r in _lines(run["out"] / "rejected.jsonl")}
+    assert {q: r["reasons"] for q, r in rejected.items()} == MARKED
+    for query in ("what is COPY_QUERY here", "SAME_NEG_INSTRUCTION for flights", "HN_IS_POSITIVE for trains"):
+        assert _judge_requests(run["server"], query) == []
+    judged = rejected["JUDGE_SAYS_NO about boats"]
+    assert judged["stage"] == "judge" and len(judged["provenance"]["verdicts"]) == len(JUDGE_CHECKS)
+    copy = rejected["what is COPY_QUERY here"]
+    assert copy["generated"] == {"instruction_positive": "what is COPY_QUERY here"} and copy["seed_id"] == "s3"
+
+
+def test_report_counts_what_the_server_saw(run):
+    report = json.loads((run["out"] / "report.json").read_text())
+    chats = run["server"].chat_requests()
+    assert report["finished"] is True and report["error"] is None
+    assert report["seeds_read"] == len(GOOD) + len(MARKED) and report["seeds_already_done"] == 0
+    assert report["records_kept"] == report["records_total"] == len(GOOD)
+    assert report["seeds_rejected"] == len(MARKED)
+    assert report["rejections_by_reason"] == dict(Counter(r for reasons in MARKED.values() for r in reasons))
+    assert report["requests_made"] == len(chats) and report["cache_hits"] == 0 and report["retries"] == 0
+    # 3 generation + 7 judge requests per good seed; markers stop earlier.
+    assert len(chats) == 10 * len(GOOD) + 1 + 3 + 3 + 10
+    sent = Counter()
+    for r in chats:
+        # The test server counts the words of the prompt as its prompt tokens.
+        sent[r["body"]["model"]] += len(" ".join(m["content"] for m in r["body"]["messages"]).split())
+    assert {m: t["prompt_tokens"] for m, t in report["tokens_per_model"].items()} == dict(sent)
+    gen = report["tokens_per_model"]["gen-model"]
+    cost = report["estimated_cost_usd"]
+    assert cost["per_model"]["gen-model"] == pytest.approx((gen["prompt_tokens"] + 2 * gen["completion_tokens"]) / 1e6)
+    assert cost["per_model"]["judge-model"] is None and cost["models_without_price"] == ["judge-model"]
+    assert report["wall_time_s"] > 0
+
+
+def test_rerun_sends_no_request_and_repairs_a_cut_last_line(run):
+    records_path = run["out"] / "records.jsonl"
+    before = records_path.read_bytes()
+    cut = before[: -len(before.splitlines(keepends=True)[-1]) // 2]  # a kill in the middle of the last line
+    records_path.write_bytes(cut)
+    with OpenAITestServer() as server:
+        argv = [a if not a.startswith("http://") else server.base_url for a in run["argv"]]
+        assert run_generate(*argv) == 0
+        assert server.requests == []  # the redone seed's answers all come from the cache
+    records = _lines(records_path)
+    assert sorted(r["id"] for r in records) == sorted({r["id"] for r in records}) and len(records) == len(GOOD)
+    report = json.loads((run["out"] / "report.json").read_text())
+    assert report["seeds_already_done"] == len(GOOD) + len(MARKED) - 1
+    assert report["records_kept"] == 1 and report["cache_hits"] == 10 and report["requests_made"] == 0
+
+
+def test_requests_in_flight_never_exceed_concurrency(tmp_path):
+    seeds = write_seeds(tmp_path / "s.jsonl", [f"question number {i}" for i in range(8)])
+    with OpenAITestServer(latency=0.05) as server:
+        run_generate(
+            "--seeds", str(seeds), "--out", str(tmp_path / "o"), "--base-url", server.base_url, "--concurrency", "3"
+        )
+        assert server.max_in_flight == 3
+        assert len(server.chat_requests()) == 80
+
+
+def test_bad_prices_file_and_missing_key_are_one_line_errors(tmp_path, monkeypatch):
+    seeds = write_seeds(tmp_path / "s.jsonl", ["q"])
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"gpt-4o-mini": {"input": "cheap"}}')
+    with pytest.raises(SystemExit, match=f"{prices}: model 'gpt-4o-mini' needs numeric"):
+        run_generate(
+            "--seeds",
+            str(seeds),
+            "--out",
+            str(tmp_path / "o"),
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--prices",
+            str(prices),
+        )
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(SystemExit, match="no API key"):
+        run_generate("--seeds", str(seeds), "--out", str(tmp_path / "o"))
+
+
+def test_a_copied_worked_example_is_caught_before_any_judge_call():
+    # What SmolLM2-135M wrote for an MS MARCO seed about Disneyland: the example's instruction, slightly changed.
+    row = {
+        "query_positive": "how much is a cost to run disneyland",
+        "document_positive": "Disney's Theme Parks had an operating cost of 571 million dollars.",
+        "instruction_positive": "I am deciding whether to keep my cat indoors, so I want sources that compare costs.",
+    }
+    prompts = Prompts()
+    assert precheck_instruction(row, prompts) == ["copies_prompt_example:instruction_positive"]
+    row["instruction_positive"] = "Only sources giving the daily operating cost of the parks, in US dollars."
+    assert precheck_instruction(row, prompts) == []
+    # Words of the seed itself may repeat the template's (the seed is about cats too).
+    assert not prompts.copies_template("how long do cats live", "how long do cats live indoors")
