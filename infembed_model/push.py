@@ -1,0 +1,163 @@
+"""`infembed push DIR --repo-id ORG/NAME [--private] [--dry-run]`: publish a trained InF-Embed folder on the Hub.
+
+The folder is checked first (weights in safetensors, remote-code files, tokenizer, card metadata); checkpoints,
+pickles and logs are never uploaded. `--dry-run` prints what would be uploaded and touches neither the Hub nor the
+folder. The token comes from `HF_TOKEN` or `hf auth login`, and is never printed.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import HFValidationError, filter_repo_objects, validate_repo_id
+
+# Training state and anything pickled stays local.
+IGNORE_PATTERNS = ["checkpoint-*/", "runs/", ".cache/", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", ".git/"]
+MODEL_FILES = (
+    "config.json",
+    "configuration_infembed.py",
+    "modeling_infembed.py",
+    "tokenizer_config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json")
+CARD_FIELDS = ("license", "library_name", "pipeline_tag", "tags")
+
+
+class PushError(Exception):
+    """The folder is not ready to publish, or the upload failed."""
+
+
+def files_to_upload(folder: Path) -> list[Path]:
+    """Paths (relative to `folder`) that `upload_folder` will send, with the same ignore rules."""
+    every = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return [Path(p) for p in filter_repo_objects(every, ignore_patterns=_expanded(IGNORE_PATTERNS))]
+
+
+def _expanded(patterns: list[str]) -> list[str]:
+    """huggingface_hub's rule: a pattern ending in `/` means everything under that folder."""
+    return [p + "*" if p.endswith("/") else p for p in patterns]
+
+
+def check_folder(folder: Path) -> list[str]:
+    """Problems that would make the published repo unusable; an empty list when it is ready."""
+    if not folder.is_dir():
+        return [f"{folder}: no such folder"]
+    names = {p.as_posix() for p in files_to_upload(folder)}
+    problems = []
+    is_adapter = "adapter_config.json" in names and "config.json" not in names
+    required = ADAPTER_FILES if is_adapter else MODEL_FILES
+    problems += [f"{folder}: missing {name}" for name in required if name not in names]
+    if not is_adapter:
+        if not any(n == "model.safetensors" or n == "model.safetensors.index.json" for n in names):
+            problems.append(f"{folder}: no model.safetensors (weights must be safetensors)")
+        if "config.json" in names:
+            config = json.loads((folder / "config.json").read_text())
+            if config.get("model_type") != "infembed" or "AutoModel" not in config.get("auto_map", {}):
+                problems.append(f"{folder}/config.json: not an InF-Embed config with auto_map (model_type, auto_map)")
+    else:
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
+        if not base or Path(base).is_absolute():
+            problems.append(
+                f"{folder}/adapter_config.json: base_model_name_or_path {base!r} is a local path, not a Hub id "
+                "(train with --base-model-id)"
+            )
+    problems += _check_card(folder)
+    return problems
+
+
+def _check_card(folder: Path) -> list[str]:
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return [f"{folder}: missing README.md (the model card)"]
+    try:
+        data = ModelCard.load(readme).data.to_dict()
+    except (ValueError, TypeError) as e:
+        return [f"{readme}: unreadable card metadata: {e}"]
+    problems = [f"{readme}: card metadata has no {field!r}" for field in CARD_FIELDS if not data.get(field)]
+    for field in ("base_model", "datasets"):
+        values = data.get(field) or []
+        for value in [values] if isinstance(values, str) else values:
+            if Path(value).is_absolute() or value.count("/") != 1:
+                problems.append(f"{readme}: card metadata {field} {value!r} is not a Hub id")
+    return problems
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def push(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False) -> list[Path]:
+    """Check `folder`, then create `repo_id` (if needed) and upload it; returns the uploaded paths."""
+    folder = Path(folder)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise PushError(f"--repo-id {repo_id!r}: {e}") from None
+    if "/" not in repo_id:
+        raise PushError(f"--repo-id {repo_id!r}: give ORG/NAME")
+    problems = check_folder(folder)
+    if problems:
+        raise PushError("; ".join(problems))
+    files = files_to_upload(folder)
+    total = sum((folder / f).stat().st_size for f in files)
+    visibility = "private" if private else "public"
+    print(
+        f"{'would upload' if dry_run else 'uploading'} {len(files)} files ({_size(total)}) to {visibility} "
+        f"https://huggingface.co/{repo_id}"
+    )
+    for f in files:
+        print(f"  {_size((folder / f).stat().st_size):>9}  {f.as_posix()}")
+    if dry_run:
+        return files
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .model_card import TRAINING_RECORD, write_model_card
+
+    if (folder / TRAINING_RECORD).is_file():
+        write_model_card(folder, repo_id=repo_id)  # usage snippets name the repo
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type="model",
+            ignore_patterns=IGNORE_PATTERNS,
+            commit_message="Upload InF-Embed model",
+        )
+    except (HfHubHTTPError, OSError) as e:
+        raise PushError(f"upload to {repo_id} failed: {e}") from None
+    print(f"uploaded: {info.commit_url}")
+    return files
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("push", help="upload a trained InF-Embed folder to the Hugging Face Hub")
+    parser.add_argument("dir", metavar="DIR", help="folder written by `infembed train`")
+    parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="Hub model repo (created if needed)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--dry-run", action="store_true", help="check and list the files, upload nothing")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        print(f"infembed push: error: unrecognised arguments: {' '.join(extra)}", file=sys.stderr)
+        return 2
+    try:
+        push(args.dir, args.repo_id, private=args.private, dry_run=args.dry_run)
+    except PushError as e:
+        print(f"infembed push: error: {e}", file=sys.stderr)
+        return 1
+    return 0
