@@ -1,0 +1,256 @@
+"""Drop training records that overlap evaluation data: a shared 13-token sequence, as in GPT-3's decontamination.
+
+Texts are lowercased, punctuation becomes spaces, and tokens are whitespace-separated words. A text shorter than 13
+tokens (most queries) cannot hold a 13-gram; it counts as contaminated when its whole token sequence equals the whole
+token sequence of a short evaluation text. All hashing runs on Arrow/NumPy arrays, so a 100k-record set takes seconds.
+"""
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .records import InputError
+from .validate import PASSAGE_FIELDS, QUERY_FIELDS
+
+NGRAM = 13
+CHECKED_FIELDS = QUERY_FIELDS + PASSAGE_FIELDS
+TEXT_KEYS = ("text", "query", "passage", "instruction")
+# mteb / BEIR layout: configs `corpus`, `queries` (or `query`) and `instruction`, optionally language-prefixed.
+EVAL_PART = re.compile(r"(^|[-_])(corpus|queries|query|instructions?)($|[-_])")
+CHUNK_TEXTS = 5_000
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_MIXER = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+Texts = Sequence[str] | pa.Array | pa.ChunkedArray
+
+
+def _as_array(texts: Texts) -> pa.Array:
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    return texts.cast(pa.large_string()) if isinstance(texts, pa.Array) else pa.array(texts, type=pa.large_string())
+
+
+def _tokenise(texts: Texts) -> tuple[pa.ListArray, np.ndarray]:
+    """Token lists of the texts, and which texts have any token (Arrow splits "" into [""])."""
+    arr = pc.utf8_lower(_as_array(texts))
+    arr = pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"[\pP\pS]+", " "))
+    return pc.utf8_split_whitespace(arr), pc.greater(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    """The evaluation texts' words, each with a random 64-bit code. A word outside it cannot be part of a match,
+    so record tokens are looked up here (in Arrow) instead of being hashed one by one in Python."""
+
+    words: pa.Array
+    codes: np.ndarray
+
+    @classmethod
+    def of(cls, words: pa.Array) -> "_Vocabulary":
+        codes = np.random.default_rng(0).integers(0, 2**64, size=len(words), dtype=np.uint64, endpoint=False)
+        return cls(words, codes)
+
+    def encode(self, texts: Texts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(code per token, whether each token is known, tokens per text, whether each text has any token)."""
+        tokens, nonempty = _tokenise(texts)
+        lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
+        lookup = pc.fill_null(pc.index_in(pc.list_flatten(tokens), value_set=self.words), -1)
+        idx = lookup.to_numpy(zero_copy_only=False)
+        known = idx >= 0
+        codes = self.codes[np.where(known, idx, 0)] if len(self.codes) else np.zeros(len(idx), np.uint64)
+        return codes, known, lengths, nonempty
+
+
+def _window_hashes(codes: np.ndarray, n: int) -> np.ndarray:
+    """A 64-bit hash of every run of n consecutive codes, built by doubling (hashes of 1, 2, 4, 8... codes)
+    so that it takes about log2(n) vectorised passes instead of n."""
+    spans = {1: codes}
+    width = 1
+    while width * 2 <= n:
+        h = spans[width]
+        spans[width * 2] = h[:-width] * _MULTIPLIER + h[width:] * _MIXER
+        width *= 2
+    windows = len(codes) - n + 1
+    out, covered = np.zeros(windows, dtype=np.uint64), 0
+    for width in sorted(spans, reverse=True):  # n as a sum of powers of two, e.g. 13 = 8 + 4 + 1
+        if covered + width <= n:
+            out = out * _MULTIPLIER + spans[width][covered : covered + windows]
+            covered += width
+    return out
+
+
+def _hashes(vocabulary: _Vocabulary, texts: Texts, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(n-gram hashes, index of the text each comes from, hashes of whole short texts, index of those texts).
+    Only sequences made of known words are hashed: the others cannot occur in the evaluation texts."""
+    codes, known, lengths, nonempty = vocabulary.encode(texts)
+    starts = np.cumsum(lengths) - lengths
+    unknown_before = np.concatenate([[0], np.cumsum(~known)])
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    windows = len(codes) - n + 1
+    if windows > 0:
+        grams = _window_hashes(codes, n)
+        position = np.arange(windows)
+        inside = position + n <= (starts + lengths)[owner[:windows]]  # windows that do not run into the next text
+        valid = inside & (unknown_before[position + n] == unknown_before[position])
+        grams, gram_owner = grams[valid], owner[:windows][valid]
+    else:
+        grams, gram_owner = np.empty(0, np.uint64), np.empty(0, np.int64)
+
+    short = np.flatnonzero(nonempty & (lengths < n))
+    short = short[unknown_before[starts[short] + lengths[short]] == unknown_before[starts[short]]]
+    short_hash = np.zeros(len(short), dtype=np.uint64)
+    if len(short):
+        # The whole sequence, padded with zeros to n - 1 tokens, then its length.
+        for k in range(n - 1):
+            take = np.minimum(starts[short] + k, len(codes) - 1)
+            short_hash = short_hash * _MULTIPLIER + np.where(k < lengths[short], codes[take], np.uint64(0))
+        short_hash = short_hash * _MULTIPLIER + lengths[short].astype(np.uint64)
+    return grams, gram_owner, short_hash, short
+
+
+def _member(sorted_values: np.ndarray, filter_bits: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Membership of `values` in `sorted_values`; a bitmap over the low hash bits first rules out most misses."""
+    found = np.zeros(len(values), dtype=bool)
+    if len(sorted_values) == 0:
+        return found
+    candidates = np.flatnonzero(filter_bits[values & np.uint64(len(filter_bits) - 1)])
+    idx = np.minimum(np.searchsorted(sorted_values, values[candidates]), len(sorted_values) - 1)
+    found[candidates] = sorted_values[idx] == values[candidates]
+    return found
+
+
+def _bitmap(values: np.ndarray) -> np.ndarray:
+    size = 1 << max(16, int(len(values) * 16).bit_length())  # ~16 slots per value: few false candidates
+    bits = np.zeros(size, dtype=bool)
+    bits[values & np.uint64(size - 1)] = True
+    return bits
+
+
+@dataclass(frozen=True)
+class NgramIndex:
+    """Sorted hashes of the evaluation texts' n-grams, and of their whole token sequences when shorter than n."""
+
+    vocabulary: _Vocabulary
+    ngrams: np.ndarray
+    shorts: np.ndarray
+    texts: int
+    n: int = NGRAM
+    ngram_bits: np.ndarray = field(init=False, repr=False)
+    short_bits: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ngram_bits", _bitmap(self.ngrams))
+        object.__setattr__(self, "short_bits", _bitmap(self.shorts))
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], n: int = NGRAM) -> "NgramIndex":
+        chunks = [_as_array(chunk) for chunk in _chunks(texts)]
+        words = [pc.unique(pc.list_flatten(_tokenise(chunk)[0])) for chunk in chunks]
+        vocabulary = _Vocabulary.of(pc.unique(pa.chunked_array(words, pa.large_string())))
+        grams, shorts = [np.empty(0, np.uint64)], [np.empty(0, np.uint64)]
+        for chunk in chunks:
+            g, _, s, _ = _hashes(vocabulary, chunk, n)
+            grams.append(np.unique(g))
+            shorts.append(np.unique(s))
+        count = sum(len(c) for c in chunks)
+        return cls(vocabulary, np.unique(np.concatenate(grams)), np.unique(np.concatenate(shorts)), count, n)
+
+    def contains(self, texts: Texts) -> np.ndarray:
+        """`out[i]` is True when texts[i] shares an n-gram (or, if short, its whole text) with the evaluation texts."""
+        out = np.zeros(len(texts), dtype=bool)
+        for start in range(0, len(texts), CHUNK_TEXTS):
+            grams, owner, shorts, short_owner = _hashes(self.vocabulary, texts[start : start + CHUNK_TEXTS], self.n)
+            out[start + owner[_member(self.ngrams, self.ngram_bits, grams)]] = True
+            out[start + short_owner[_member(self.shorts, self.short_bits, shorts)]] = True
+        return out
+
+
+def _chunks(texts: Iterable[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for text in texts:
+        chunk.append(text)
+        if len(chunk) == CHUNK_TEXTS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _jsonl_texts(path: Path) -> Iterator[str]:
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise InputError(path, f"invalid JSON: {e}", n) from None
+            if not isinstance(row, dict):
+                raise InputError(path, "expected a JSON object", n)
+            yield from (row[k] for k in TEXT_KEYS if isinstance(row.get(k), str))
+
+
+def _parquet_texts(path: Path) -> Iterator[str]:
+    try:
+        parquet = pq.ParquetFile(path)
+        columns = [c for c in TEXT_KEYS if c in parquet.schema_arrow.names]
+        for batch in parquet.iter_batches(columns=columns):
+            for column in batch.columns:
+                yield from (t for t in column.to_pylist() if isinstance(t, str))
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(path, f"cannot read Parquet: {e}") from None
+
+
+def _eval_files(folder: Path) -> list[Path]:
+    """Query, corpus and instruction files of an mteb-layout (or BEIR) folder; qrels and run files are skipped."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix not in (".jsonl", ".parquet"):
+            continue
+        parts = [*path.relative_to(folder).parent.parts, path.name.split(".")[0]]
+        if any(EVAL_PART.search(part) for part in parts):
+            files.append(path)
+    return files
+
+
+def load_eval_texts(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
+    """Evaluation texts (`text`, `query`, `passage` or `instruction` fields) of JSONL/Parquet files or mteb folders."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = _eval_files(path)
+            if not files:
+                raise InputError(path, "no corpus/queries .jsonl or .parquet files (mteb or BEIR layout) found")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise InputError(path, "no such file or folder")
+        for file in files:
+            count = 0
+            for text in _parquet_texts(file) if file.suffix == ".parquet" else _jsonl_texts(file):
+                count += 1
+                yield text
+            if count == 0:
+                raise InputError(file, f"no evaluation texts (fields {', '.join(TEXT_KEYS)})")
+
+
+def contaminated_fields(table: pa.Table, index: NgramIndex) -> list[list[str]]:
+    """For each row of `table` (InF-IR records), the fields (queries and passages) that overlap the evaluation texts."""
+    out: list[list[str]] = [[] for _ in range(len(table))]
+    # Arrow and NumPy release the GIL, so the fields are checked on all cores.
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        hits = list(pool.map(lambda name: index.contains(table[name]), CHECKED_FIELDS))
+    for name, found in zip(CHECKED_FIELDS, hits, strict=True):
+        for i in np.flatnonzero(found):
+            out[i].append(name)
+    return out

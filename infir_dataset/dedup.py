@@ -1,0 +1,87 @@
+"""Exact and near-duplicate removal of InF-IR records on their positive (instruction, query, passage) triple.
+
+Near duplicates are triples equal after normalisation (lowercase, ASCII punctuation removed, whitespace collapsed).
+Records must come sorted by id: the first of each group is kept, so the result does not depend on input order.
+Normalisation runs on Arrow arrays, a chunk at a time; each row's keys are 16-byte digests.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+KEY_FIELDS = ("instruction_positive", "query_positive", "document_positive")
+_SEPARATOR = "\x1f"
+CHUNK_ROWS = 10_000
+
+
+def normalise_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Lowercase, ASCII punctuation to spaces, whitespace collapsed: the text that near-duplicate detection compares."""
+    spaced = pc.replace_substring_regex(pc.utf8_lower(texts), r"[[:punct:]]+", " ")
+    # Only runs of whitespace and non-space whitespace are rewritten, so ordinary text is left alone (and fast).
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(spaced, r"\s{2,}|[^\S ]", " "))
+
+
+def normalise(text: str) -> str:
+    """`normalise_array` for one string."""
+    return normalise_array(pa.array([text])).to_pylist()[0]
+
+
+def _digests(columns: list[pa.Array | pa.ChunkedArray]) -> list[bytes]:
+    joined = pc.binary_join_element_wise(*columns, _SEPARATOR).to_pylist()
+    return [hashlib.blake2b(text.encode(), digest_size=16).digest() for text in joined]
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """An integer per row, equal for equal values."""
+    return np.unique(values, return_inverse=True)[1] if len(values) else np.zeros(0, np.int64)
+
+
+@dataclass
+class DedupResult:
+    """`keep[i]` tells whether record i survives; `removed` lists (index, reason code, id of the record kept)."""
+
+    keep: np.ndarray
+    removed: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out = {"duplicate_id": 0, "exact_duplicate": 0, "near_duplicate": 0}
+        for _, code, _ in self.removed:
+            out[code] += 1
+        return out
+
+
+def deduplicate(table: pa.Table, order: np.ndarray | None = None) -> DedupResult:
+    """Mark repeated ids, then exact duplicates, then near duplicates of an earlier row for removal.
+
+    Rows are `table.take(order)` (all of `table` without `order`), read in chunks so that only a slice of the
+    text is copied at a time. Each step looks only at the rows the previous steps kept, so a row is never removed
+    for repeating a row that was itself removed.
+    """
+    order = np.arange(len(table)) if order is None else order
+    ids = table["id"].take(order)
+    exact: list[bytes] = []
+    near: list[bytes] = []
+    for start in range(0, len(order), CHUNK_ROWS):
+        chunk = order[start : start + CHUNK_ROWS]
+        columns = [table[f].take(chunk) for f in KEY_FIELDS]
+        exact += _digests(columns)
+        near += _digests([normalise_array(c) for c in columns])
+    keys = {
+        "duplicate_id": _codes(np.array(ids.to_pylist(), dtype=str)),
+        "exact_duplicate": _codes(np.array(exact, dtype="S16")),
+        "near_duplicate": _codes(np.array(near, dtype="S16")),
+    }
+    result = DedupResult(keep=np.ones(len(order), dtype=bool))
+    for code, codes in keys.items():
+        survivors = np.flatnonzero(result.keep)
+        _, first, inverse = np.unique(codes[survivors], return_index=True, return_inverse=True)
+        first_row = survivors[first[inverse]]
+        repeated = first_row < survivors
+        for row, original in zip(survivors[repeated], first_row[repeated], strict=True):
+            result.removed.append((int(row), code, ids[int(original)].as_py()))
+        result.keep[survivors[repeated]] = False
+    result.removed.sort()
+    return result

@@ -1,0 +1,113 @@
+"""`infir push-repo`: the dry run lists files and checks the card offline; the upload goes through
+`HfApi.create_repo` + `HfApi.upload_folder` without rejects.jsonl (observed, since the Hub is unreachable here)."""
+
+import json
+import random
+
+import pytest
+from huggingface_hub import HfApi
+
+from infir_dataset.build_repo import build_repo
+from infir_dataset.cli import main as infir_main
+from infir_dataset.push_repo import IGNORE_PATTERNS, upload_files
+
+SECRET = "hf_THISISASECRETTOKENVALUE1234567890"
+
+
+def _row(seed: int) -> dict:
+    rng = random.Random(seed)
+    words = [f"v{i}" for i in range(3000)]
+    fields = {
+        "query_positive": 6,
+        "instruction_positive": 20,
+        "document_positive": 60,
+        "query_negative": 6,
+        "instruction_negative": 20,
+        "hard_negative_document_1": 60,
+        "hard_negative_document_2": 60,
+    }
+    return {name: " ".join(rng.choices(words, k=n)) for name, n in fields.items()}
+
+
+@pytest.fixture
+def repo(tmp_path):
+    records = tmp_path / "records.jsonl"
+    rows = [_row(i) for i in range(12)] + [{**_row(99), "query_negative": ""}]
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "repo"
+    build_repo([records], out)
+    assert (out / "rejects.jsonl").read_text()
+    return out
+
+
+def test_dry_run_lists_files_checks_card_and_never_prints_the_token(repo, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert infir_main(["push-repo", str(repo), "--repo-id", "me/inf-ir", "--dry-run", "--private"]) == 0
+    out = capsys.readouterr()
+    assert "data/msmarco-00000-of-00001.parquet" in out.out
+    assert "triplets/hard_negative-00000-of-00001.parquet" in out.out
+    assert "README.md" in out.out
+    assert "rejects.jsonl" not in out.out.replace("(not uploaded: rejects.jsonl)", "")
+    assert "card metadata OK" in out.out and "(private)" in out.out
+    size = (repo / "data/msmarco-00000-of-00001.parquet").stat().st_size
+    assert f"{size / 1024:.1f} KB" in out.out
+    assert SECRET not in out.out + out.err
+
+
+def test_upload_files_skip_rejects(repo):
+    files = [p.as_posix() for p in upload_files(repo)]
+    assert "rejects.jsonl" not in files and "README.md" in files
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda r: (r / "README.md").unlink(), "README.md: missing"),
+        (lambda r: [p.unlink() for p in (r / "triplets").iterdir()], "no file matches triplets/positive-*"),
+        (
+            lambda r: (r / "README.md").write_text((r / "README.md").read_text().replace("- text-retrieval\n", "")),
+            "metadata lacks task_categories",
+        ),
+    ],
+)
+def test_dry_run_catches_a_broken_card(repo, capsys, breakage, message):
+    breakage(repo)
+    assert infir_main(["push-repo", str(repo), "--repo-id", "me/inf-ir", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_repo_id(repo, capsys):
+    assert infir_main(["push-repo", str(repo), "--repo-id", "just-a-name", "--dry-run"]) == 1
+    assert "ORG/NAME" in capsys.readouterr().err
+
+
+def test_upload_calls_create_repo_and_upload_folder_without_rejects(repo, capsys, monkeypatch):
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = (repo_id, kwargs)
+
+    def upload_folder(self, **kwargs):
+        calls["upload_folder"] = kwargs
+        return "https://huggingface.co/datasets/me/inf-ir/commit/abc"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    assert infir_main(["push-repo", str(repo), "--repo-id", "me/inf-ir", "--private"]) == 0
+    repo_id, kwargs = calls["create_repo"]
+    assert repo_id == "me/inf-ir" and kwargs["repo_type"] == "dataset" and kwargs["private"] is True
+    assert kwargs["exist_ok"] is True
+    upload = calls["upload_folder"]
+    assert upload["repo_id"] == "me/inf-ir" and upload["repo_type"] == "dataset"
+    assert upload["folder_path"] == str(repo)
+    assert "rejects.jsonl" in upload["ignore_patterns"] and upload["ignore_patterns"] == IGNORE_PATTERNS
+    assert "data/*.parquet" in upload["delete_patterns"]  # stale shards of an earlier push go away
+    assert "uploaded" in capsys.readouterr().out
+
+
+def test_upload_failure_is_one_line(repo, capsys):
+    # HF_HUB_OFFLINE=1 in the tests: huggingface_hub refuses the request, which must come out as one clean line.
+    assert infir_main(["push-repo", str(repo), "--repo-id", "me/inf-ir"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("infir: error: upload to me/inf-ir failed") and len(err.strip().splitlines()) == 1

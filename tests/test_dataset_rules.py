@@ -1,0 +1,245 @@
+"""Per-record rules, input reading, deduplication and decontamination of `infir build-repo`, on small fixtures."""
+
+import json
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from infir_dataset.decontaminate import NgramIndex, contaminated_fields, load_eval_texts
+from infir_dataset.dedup import deduplicate, normalise
+from infir_dataset.records import InputError, iter_rows, to_record
+from infir_dataset.schema import RECORD_FIELDS, record_id
+from infir_dataset.validate import reason_code, validate
+
+VOCAB = [f"tok{i}" for i in range(5000)]
+
+
+def text(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choices(VOCAB, k=n))
+
+
+def public_row(seed: int) -> dict:
+    """A row shaped like the public InF-IR rows: the seven string fields only."""
+    rng = random.Random(seed)
+    return {
+        "query_positive": text(rng, 6),
+        "instruction_positive": text(rng, 20),
+        "document_positive": text(rng, 70),
+        "query_negative": text(rng, 6),
+        "instruction_negative": text(rng, 20),
+        "hard_negative_document_1": text(rng, 70),
+        "hard_negative_document_2": text(rng, 70),
+    }
+
+
+# ---------------------------------------------------------------- validation
+
+
+def test_valid_public_row_has_no_reasons():
+    assert validate(public_row(0)) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"query_negative": None}, "missing_field"),
+        ({"document_positive": 3}, "not_a_string"),
+        ({"instruction_negative": "   "}, "empty_field"),
+        ({"instruction_positive": "two words"}, "too_short"),
+        ({"document_positive": " ".join(["w"] * 3000)}, "too_long"),
+        ({"query_positive": "x" * 2500}, "too_long"),
+        ({"id": ""}, "bad_id"),
+        ({"source": "ms-marco"}, "bad_source"),
+        ({"provenance": {"generator_model": "g", "judge_model": "j"}}, "bad_provenance"),
+        (
+            {"provenance": {"generator_model": "g", "judge_model": "j", "prompt_version": "v", "verdicts": [{}]}},
+            "bad_provenance",
+        ),
+    ],
+)
+def test_each_field_rule_rejects_with_its_code(change, code):
+    row = {**public_row(1), **change}
+    if change.get("query_negative", 1) is None:
+        del row["query_negative"]
+    assert code in {reason_code(r) for r in validate(row)}
+
+
+def test_poisoned_parts_must_differ_from_positive_ignoring_case_and_spacing():
+    row = public_row(2)
+    row["instruction_negative"] = "  " + row["instruction_positive"].upper().replace(" ", "   ")
+    row["query_negative"] = row["query_positive"]
+    row["hard_negative_document_2"] = row["document_positive"] + "\n"
+    codes = [reason_code(r) for r in validate(row)]
+    assert codes.count("same_instruction") == 1
+    assert codes.count("same_query") == 1
+    assert codes.count("same_passage") == 1
+    assert "same_passage: hard_negative_document_2 equals document_positive" not in validate(row)  # pair named once
+    assert any("document_positive equals hard_negative_document_2" in r for r in validate(row))
+
+
+def test_all_three_passages_pairwise_different():
+    row = public_row(3)
+    row["hard_negative_document_1"] = row["hard_negative_document_2"]
+    assert [reason_code(r) for r in validate(row)] == ["same_passage"]
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_jsonl_bad_line_names_file_and_line(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps(public_row(0)) + "\n\n" + '{"query_positive": "x",\n')
+    rows = iter_rows(path)
+    assert next(rows).origin.line == 1
+    with pytest.raises(InputError) as err:
+        next(rows)
+    assert str(err.value).startswith(f"{path}:3: invalid JSON")
+
+
+def test_jsonl_line_that_is_not_an_object(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text("[1, 2]\n")
+    with pytest.raises(InputError, match=r"records.jsonl:1: expected a JSON object"):
+        list(iter_rows(path))
+
+
+def test_unreadable_inputs(tmp_path):
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match="broken.parquet: cannot read Parquet"):
+        list(iter_rows(bad))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(InputError, match="unknown file type"):
+        iter_rows(tmp_path / "x.csv")
+    with pytest.raises(InputError, match="no such file"):
+        iter_rows(tmp_path / "missing.jsonl")
+
+
+def test_parquet_rows_keep_row_numbers_and_public_rows_get_derived_ids(tmp_path):
+    path = tmp_path / "public.parquet"
+    pq.write_table(pa.Table.from_pylist([public_row(i) for i in range(3)]), path)
+    raws = list(iter_rows(path))
+    assert [r.origin.row for r in raws] == [0, 1, 2]
+    record, provenance = to_record(raws[1], "metamath")
+    assert provenance is None
+    assert record["source"] == "metamath"
+    assert record["id"] == record_id("metamath", raws[1].data["query_positive"], raws[1].data["document_positive"])
+    assert set(record) == {"id", "source", *RECORD_FIELDS}
+
+
+def test_generator_line_keeps_its_id_source_and_provenance(tmp_path):
+    verdicts = [{"check": "positive_relevant", "passed": True, "reason": None}]
+    prov = {"generator_model": "gpt-4o-mini", "judge_model": "o3-mini", "prompt_version": "v1", "verdicts": verdicts}
+    line = {"id": "msmarco-abc", "source": "msmarco", **public_row(4), "provenance": prov}
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    (raw,) = iter_rows(path)
+    record, provenance = to_record(raw, "other")
+    assert (record["id"], record["source"]) == ("msmarco-abc", "msmarco")
+    assert provenance["verdicts"] == [{"check": "positive_relevant", "passed": True, "reason": ""}]
+    assert provenance["id"] == "msmarco-abc"
+
+
+# ---------------------------------------------------------------- dedup
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows)
+
+
+def test_normalise():
+    assert normalise("  Hello,   World!\n It's\tOK ") == "hello world it s ok"
+
+
+def test_dedup_exact_near_and_repeated_ids_keep_first():
+    base = {"instruction_positive": "Find recent work.", "query_positive": "what is x", "document_positive": "X is y."}
+    rows = [
+        {"id": "a", **base},
+        {"id": "a", **base, "instruction_positive": "other"},  # repeated id
+        {"id": "b", **base},  # exact duplicate of a
+        {"id": "c", **base, "instruction_positive": "find RECENT work"},  # near duplicate of a
+        {"id": "d", **base, "query_positive": "what is z"},  # distinct
+        {"id": "e", **base, "instruction_positive": "other"},  # same text as removed row 1: kept
+    ]
+    result = deduplicate(_table(rows))
+    assert result.keep.tolist() == [True, False, False, False, True, True]
+    assert result.counts() == {"duplicate_id": 1, "exact_duplicate": 1, "near_duplicate": 1}
+    assert result.removed == [(1, "duplicate_id", "a"), (2, "exact_duplicate", "a"), (3, "near_duplicate", "a")]
+
+
+def test_dedup_follows_the_given_order():
+    rows = [{"id": i, "instruction_positive": "i", "query_positive": "q", "document_positive": "p"} for i in "xy"]
+    result = deduplicate(_table(rows), np.array([1, 0]))
+    assert result.removed == [(1, "exact_duplicate", "y")]
+
+
+# ---------------------------------------------------------------- decontamination
+
+EVAL_PASSAGE = "the quick brown fox jumps over the lazy dog and then runs far away into the dark forest"
+
+
+def test_ngram_overlap_is_case_and_punctuation_insensitive():
+    index = NgramIndex.from_texts([EVAL_PASSAGE, "What is X?"])
+    texts = [
+        "Intro words. " + EVAL_PASSAGE.upper().replace(" ", "  ") + "!",  # shares a 13-gram
+        " ".join(EVAL_PASSAGE.split()[:12]) + " cat",  # only 12 shared tokens
+        "what is x",  # short text equal to a short eval text
+        "what is x exactly",  # short, not equal
+        "",
+    ]
+    assert index.contains(texts).tolist() == [True, False, True, False, False]
+
+
+def test_contaminated_fields_names_fields():
+    index = NgramIndex.from_texts([EVAL_PASSAGE])
+    row = public_row(5)
+    clean = pa.Table.from_pylist([row, {**row, "hard_negative_document_2": EVAL_PASSAGE}])
+    assert contaminated_fields(clean, index) == [[], ["hard_negative_document_2"]]
+
+
+def test_large_random_texts_do_not_collide():
+    rng = random.Random(0)
+    index = NgramIndex.from_texts([text(rng, 80) for _ in range(2000)])
+    assert not index.contains([text(rng, 80) for _ in range(2000)]).any()
+
+
+def test_eval_texts_from_jsonl_mteb_and_beir_folders(tmp_path):
+    jsonl = tmp_path / "eval.jsonl"
+    jsonl.write_text(json.dumps({"query": "q one", "passage": "p one"}) + "\n" + json.dumps({"text": "t"}) + "\n")
+    assert list(load_eval_texts([jsonl])) == ["q one", "p one", "t"]
+
+    mteb = tmp_path / "Robust04InstructionRetrieval"
+    for config, rows in {
+        "corpus": [{"_id": "d1", "title": "", "text": "doc text"}],
+        "queries": [{"_id": "q1", "text": "query text"}],
+        "instruction": [{"query-id": "q1", "instruction": "only news"}],
+        "default": [{"query-id": "q1", "corpus-id": "d1", "score": 1}],
+    }.items():
+        (mteb / config).mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), mteb / config / "test-00000-of-00001.parquet")
+    assert sorted(load_eval_texts([mteb])) == ["doc text", "only news", "query text"]
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "1", "title": "t", "text": "beir doc"}) + "\n")
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "1", "text": "beir query"}) + "\n")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\t1\t1\n")
+    assert sorted(load_eval_texts([beir])) == ["beir doc", "beir query"]
+
+
+def test_eval_inputs_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no corpus/queries"):
+        list(load_eval_texts([empty]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{oops\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2: invalid JSON"):
+        list(load_eval_texts([bad]))
+    no_text = tmp_path / "ids.jsonl"
+    no_text.write_text('{"_id": "1"}\n')
+    with pytest.raises(InputError, match="no evaluation texts"):
+        list(load_eval_texts([no_text]))
