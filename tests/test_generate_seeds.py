@@ -9,7 +9,8 @@ from openai_test_server import OpenAITestServer, run_generate
 from infir_dataset.schema import record_id
 from infir_dataset.seeds import SeedError, read_seeds
 
-MSMARCO = Path("/work/shared/data/instructir_kaist/data_creation/msmarco/filtered_version")
+# The real MS MARCO seeds in ../shared/data beside the repository (a CI clone gets a copy there too).
+MSMARCO = Path(__file__).resolve().parents[2] / "shared/data/instructir_kaist/data_creation/msmarco/filtered_version"
 
 
 def test_jsonl_and_tsv_give_the_same_seeds(tmp_path):
