@@ -16,12 +16,13 @@ relevant and P+ not (so qrel_diff = P+), and `<id>-qneg` = (I+, Q-) with HN2 rel
 
 import argparse
 import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
 
 from datasets import Dataset, Features, List, Value
+
+from infir_dataset.jsonl import InputError, read_jsonl
 
 FEATURES = {
     "corpus": Features({"_id": Value("string"), "title": Value("string"), "text": Value("string")}),
@@ -71,19 +72,10 @@ def write_eval_folder(output: str | Path, tables: dict[str, list[dict]], pretty_
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MakeEvalError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise MakeEvalError(f"{path}:{n}: expected a JSON object")
-            rows.append((n, row))
-    return rows
+    try:
+        return list(read_jsonl(path))
+    except InputError as e:
+        raise MakeEvalError(str(e)) from None
 
 
 def _first(row: dict, names: tuple[str, ...], where: str) -> str:

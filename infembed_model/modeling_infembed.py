@@ -23,6 +23,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_infembed import InfEmbedConfig
 
+# The seven fields of an InF-IR row (infir_dataset.schema), copied: this file may import only torch and transformers.
 RECORD_FIELDS = (
     "query_positive",
     "instruction_positive",

@@ -5,7 +5,6 @@ tokens (most queries) cannot hold a 13-gram; it counts as contaminated when its 
 token sequence of a short evaluation text. All hashing runs on Arrow/NumPy arrays, so a 100k-record set takes seconds.
 """
 
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .records import InputError
+from .jsonl import InputError, read_jsonl
 from .validate import PASSAGE_FIELDS, QUERY_FIELDS
 
 NGRAM = 13
@@ -187,17 +186,8 @@ def _chunks(texts: Iterable[str]) -> Iterator[list[str]]:
 
 
 def _jsonl_texts(path: Path) -> Iterator[str]:
-    with path.open("rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise InputError(path, f"invalid JSON: {e}", n) from None
-            if not isinstance(row, dict):
-                raise InputError(path, "expected a JSON object", n)
-            yield from (row[k] for k in TEXT_KEYS if isinstance(row.get(k), str))
+    for _, row in read_jsonl(path):
+        yield from (row[k] for k in TEXT_KEYS if isinstance(row.get(k), str))
 
 
 def _parquet_texts(path: Path) -> Iterator[str]:

@@ -4,7 +4,6 @@ Every row comes with its `Origin` (file and line, or split and row) so that a re
 A file that cannot be parsed raises `InputError`, whose message names the file and line.
 """
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -12,20 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .jsonl import InputError, read_jsonl
 from .schema import RECORD_FIELDS, record_id
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet",)
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 BATCH_ROWS = 4096
-
-
-class InputError(Exception):
-    """An input that cannot be read; `str()` gives `FILE:LINE: reason` (or `FILE: reason`)."""
-
-    def __init__(self, file: str | os.PathLike, reason: str, line: int | None = None):
-        self.file, self.reason, self.line = str(file), reason, line
-        super().__init__(f"{self.file}:{line}: {reason}" if line is not None else f"{self.file}: {reason}")
 
 
 @dataclass(slots=True)
@@ -55,19 +47,8 @@ class RawRow:
 
 
 def _iter_jsonl(path: Path) -> Iterator[RawRow]:
-    with path.open("rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line.decode())
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", n) from None
-            except UnicodeDecodeError:
-                raise InputError(path, "not UTF-8 text", n) from None
-            if not isinstance(data, dict):
-                raise InputError(path, f"expected a JSON object, got {type(data).__name__}", n)
-            yield RawRow(data, Origin(str(path), line=n))
+    for n, data in read_jsonl(path):
+        yield RawRow(data, Origin(str(path), line=n))
 
 
 def _iter_parquet(path: Path) -> Iterator[RawRow]:

@@ -4,11 +4,11 @@ Every seed is read and checked before any request is sent: a malformed line rais
 """
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .jsonl import InputError, read_jsonl
 from .schema import record_id
 
 
@@ -56,18 +56,11 @@ def _optional_id(value: object) -> str | None:
 
 
 def _jsonl_objects(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SeedError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise SeedError(f"{where}: expected a JSON object")
-            yield where, obj
+    try:
+        for n, obj in read_jsonl(path):
+            yield f"{path}:{n}", obj
+    except InputError as e:
+        raise SeedError(str(e)) from None
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, str | None, str, str]]:

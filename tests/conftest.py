@@ -41,3 +41,14 @@ def backbone_dir(tmp_path_factory):
 def rows():
     """Eight InF-IR rows of random words."""
     return make_rows(8)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run far faster on one thread: OpenMP synchronisation dominates their few small operations."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

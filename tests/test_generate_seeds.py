@@ -46,7 +46,7 @@ def test_beir_folder_of_real_msmarco_pairs():
 @pytest.mark.parametrize(
     ("content", "line", "message"),
     [
-        ('{"query": "q", "passage": "p"}\n{"query": "q2", "passage": \n', 2, "not valid JSON"),
+        ('{"query": "q", "passage": "p"}\n{"query": "q2", "passage": \n', 2, "invalid JSON"),
         ('{"query": "q", "passage": "p"}\n\n{"query": "", "passage": "p"}\n', 3, "'query' must be a non-empty string"),
         ('{"query": "q"}\n', 1, "'passage' must be a non-empty string"),
         ('["q", "p"]\n', 1, "expected a JSON object"),
@@ -77,7 +77,7 @@ def test_cli_stops_on_a_malformed_seed_before_any_request(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text('{"query": "fine", "passage": "fine"}\n' * 3 + '{"query": "broken"\n')
     with OpenAITestServer() as server:
-        with pytest.raises(SystemExit, match=f"infir generate: {seeds}:4: not valid JSON"):
+        with pytest.raises(SystemExit, match=f"infir generate: {seeds}:4: invalid JSON"):
             run_generate("--seeds", str(seeds), "--out", str(tmp_path / "out"), "--base-url", server.base_url)
         assert server.requests == []
     assert not (tmp_path / "out" / "records.jsonl").exists()

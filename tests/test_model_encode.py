@@ -11,14 +11,7 @@ from infembed_model import InfEmbedConfig, InfEmbedModel
 QUERIES = ["w1 w2 w3", "w4 w5", "w6"]
 PASSAGES = ["w7 w8 w9 w10", "w11 w12", "w13 w14 w15"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread: OpenMP synchronisation dominates, worse on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +189,11 @@ def test_decoder_backbone_attends_in_both_directions(backbone_dir, bidirectional
         hidden = model.encoder(**ids).last_hidden_state
     first_token_moved = (hidden[0, 0] - hidden[1, 0]).abs().max() > 1e-4
     assert first_token_moved == bidirectional  # the causal control shows the check can tell the two apart
+
+
+def test_remote_code_reads_the_same_fields_as_the_dataset_schema():
+    # The remote-code file may import nothing from the package, so it keeps its own copy of the field names.
+    from infembed_model import modeling_infembed
+    from infir_dataset.schema import RECORD_FIELDS
+
+    assert modeling_infembed.RECORD_FIELDS == RECORD_FIELDS

@@ -16,6 +16,8 @@ from infembed_model import InfEmbedModel
 TERM_SETS = [["P"], ["IQ"], ["I"], ["P", "I"], ["P", "IQ"], ["IQ", "I"], ["P", "IQ", "I"]]
 TEMPLATE = "Instruct: {instruction}\nQuery: {query}"  # the documented default `query_template`
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def copies_rows() -> list[dict[str, str]]:
     """Rows whose triples repeat each other: row 1 reuses row 0's positive passage, row 2 its (instruction, query)."""
@@ -140,15 +142,6 @@ def instruction_negatives(reference, combine, batch, triples, mask_copies=True) 
     # Every distinct instruction of the batch other than the row's own, once.
     distinct = list(dict.fromkeys(t[0] for t in triples))
     return [[reference.attention_query(other, t[1]) for other in distinct if other != t[0]] for t in triples]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread: OpenMP synchronisation dominates, worse on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

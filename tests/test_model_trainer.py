@@ -10,14 +10,7 @@ from transformers import Trainer, TrainingArguments
 
 from infembed_model import InfEmbedModel
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread: OpenMP synchronisation dominates, worse on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("combine", ["concat", "attention"])
