@@ -2,7 +2,6 @@
 left-out record in rejects.jsonl, and counts it in the card."""
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from infir_rows import public_row
 
 from infir_dataset import build_repo as build_repo_module
 from infir_dataset.build_repo import BuildError, build_repo, is_holdout
@@ -19,25 +19,7 @@ from infir_dataset.cli import main as infir_main
 from infir_dataset.records import InputError
 from infir_dataset.schema import PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, TRIPLET_FEATURES, record_id
 
-VOCAB = [f"w{i}" for i in range(5000)]
 EVAL_PASSAGE = " ".join(f"eval{i}" for i in range(30))
-
-
-def _text(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choices(VOCAB, k=n))
-
-
-def public_row(seed: int) -> dict:
-    rng = random.Random(seed)
-    return {
-        "query_positive": _text(rng, 6),
-        "instruction_positive": _text(rng, 20),
-        "document_positive": _text(rng, 70),
-        "query_negative": _text(rng, 6),
-        "instruction_negative": _text(rng, 20),
-        "hard_negative_document_1": _text(rng, 70),
-        "hard_negative_document_2": _text(rng, 70),
-    }
 
 
 def generator_line(seed: int, source: str = "msmarco") -> dict:

@@ -7,33 +7,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from infir_rows import public_row, words
 
 from infir_dataset.decontaminate import NgramIndex, contaminated_fields, load_eval_texts
 from infir_dataset.dedup import deduplicate, normalise
 from infir_dataset.records import InputError, iter_rows, to_record
 from infir_dataset.schema import RECORD_FIELDS, record_id
 from infir_dataset.validate import reason_code, validate
-
-VOCAB = [f"tok{i}" for i in range(5000)]
-
-
-def text(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choices(VOCAB, k=n))
-
-
-def public_row(seed: int) -> dict:
-    """A row shaped like the public InF-IR rows: the seven string fields only."""
-    rng = random.Random(seed)
-    return {
-        "query_positive": text(rng, 6),
-        "instruction_positive": text(rng, 20),
-        "document_positive": text(rng, 70),
-        "query_negative": text(rng, 6),
-        "instruction_negative": text(rng, 20),
-        "hard_negative_document_1": text(rng, 70),
-        "hard_negative_document_2": text(rng, 70),
-    }
-
 
 # ---------------------------------------------------------------- validation
 
@@ -202,8 +182,8 @@ def test_contaminated_fields_names_fields():
 
 def test_large_random_texts_do_not_collide():
     rng = random.Random(0)
-    index = NgramIndex.from_texts([text(rng, 80) for _ in range(2000)])
-    assert not index.contains([text(rng, 80) for _ in range(2000)]).any()
+    index = NgramIndex.from_texts([words(rng, 80) for _ in range(2000)])
+    assert not index.contains([words(rng, 80) for _ in range(2000)]).any()
 
 
 def test_eval_texts_from_jsonl_mteb_and_beir_folders(tmp_path):

@@ -1,0 +1,23 @@
+"""InF-IR rows for the dataset tests: the seven public fields, random words at realistic lengths."""
+
+import random
+
+VOCAB = [f"w{i}" for i in range(5000)]
+
+
+def words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choices(VOCAB, k=n))
+
+
+def public_row(seed: int) -> dict:
+    """A row shaped like the public InF-IR rows: the seven string fields only."""
+    rng = random.Random(seed)
+    return {
+        "query_positive": words(rng, 6),
+        "instruction_positive": words(rng, 20),
+        "document_positive": words(rng, 70),
+        "query_negative": words(rng, 6),
+        "instruction_negative": words(rng, 20),
+        "hard_negative_document_1": words(rng, 70),
+        "hard_negative_document_2": words(rng, 70),
+    }
