@@ -81,3 +81,26 @@ def test_lora_without_merge_writes_an_adapter_folder(repo, backbone_dir, tmp_pat
     # The adapter names a local backbone: not publishable until --base-model-id gives the Hub id.
     assert any("base_model_name_or_path" in problem for problem in check_folder(out))
     assert "PeftModel.from_pretrained" in (out / "README.md").read_text()
+
+
+def test_lora_with_gradient_checkpointing_trains_the_adapter(repo, backbone_dir, tmp_path):
+    # The adapter still learns when the backbone recomputes its activations in the backward pass.
+    out = tmp_path / "lora-checkpointed"
+    flags = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "5e-2"]
+    record = train(
+        repo,
+        backbone_dir("bert"),
+        out,
+        *flags,
+        "--save_strategy",
+        "no",
+        "--lora-r",
+        "2",
+        "--gradient_checkpointing",
+        "true",
+    )
+    assert record["training_arguments"]["gradient_checkpointing"] is True
+    base = InfEmbedModel.from_backbone(str(backbone_dir("bert")))
+    untrained = _embeddings(base)
+    adapted = _embeddings(PeftModel.from_pretrained(base, out).get_base_model())
+    assert not torch.allclose(adapted, untrained, atol=1e-4)
