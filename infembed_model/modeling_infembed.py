@@ -462,20 +462,15 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
             texts = [format_query(self.config.query_template, q, i) for q, i in zip(queries, instructions, strict=True)]
             return self._encode_texts(texts, self.config.query_max_length, batch_size)
         # `attention`: a query without instruction is pooled alone; the others attend from their instruction.
+        out = torch.empty(len(queries), self.config.hidden_size)
         plain = [n for n, instruction in enumerate(instructions) if not instruction]
         guided = [n for n, instruction in enumerate(instructions) if instruction]
-        parts = {}
         if plain:
-            parts["plain"] = self._encode_texts([queries[n] for n in plain], self.config.query_max_length, batch_size)
+            out[plain] = self._encode_texts([queries[n] for n in plain], self.config.query_max_length, batch_size)
         if guided:
-            parts["guided"] = self._encode_attention(
+            out[guided] = self._encode_attention(
                 [instructions[n] for n in guided], [queries[n] for n in guided], batch_size
             )
-        dim = next(iter(parts.values())).shape[1]
-        out = torch.empty(len(queries), dim)
-        for name, rows in (("plain", plain), ("guided", guided)):
-            if rows:
-                out[rows] = parts[name]
         return out
 
     @torch.inference_mode()
