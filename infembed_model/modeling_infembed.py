@@ -241,6 +241,8 @@ class InfEmbedPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     # The loss is a mean over the batch; Trainer must not pass num_items_in_batch.
     accepts_loss_kwargs = False
+    # Checkpoints of BERT-like backbones carry a pooler that InF-Embed drops (see `_without_pooler`).
+    _keys_to_ignore_on_load_unexpected = [r"encoder\.pooler\."]
 
 
 class InfEmbedModel(InfEmbedPreTrainedModel):
@@ -248,7 +250,7 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
 
     def __init__(self, config: InfEmbedConfig):
         super().__init__(config)
-        self.encoder = AutoModel.from_config(config.encoder_config)
+        self.encoder = _without_pooler(AutoModel.from_config(config.encoder_config))
         self._tokenizer = None
         self.post_init()
 
@@ -279,8 +281,13 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         if hasattr(config.encoder_config, "use_cache"):
             config.encoder_config.use_cache = False
         model = cls(config)
-        model.encoder = AutoModel.from_pretrained(
-            name_or_path, config=config.encoder_config, dtype=dtype or "auto", attn_implementation=attn_implementation
+        model.encoder = _without_pooler(
+            AutoModel.from_pretrained(
+                name_or_path,
+                config=config.encoder_config,
+                dtype=dtype or "auto",
+                attn_implementation=attn_implementation,
+            )
         )
         model.tokenizer = tokenizer
         return model
@@ -517,6 +524,14 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         if kwargs.get("is_main_process", True):
             self.tokenizer.save_pretrained(save_directory)
             _write_sentence_transformers_files(save_directory, self.config)
+
+
+def _without_pooler(encoder: torch.nn.Module) -> torch.nn.Module:
+    """Drop the backbone's own pooler (BERT's dense + tanh over [CLS]): InF-Embed pools the hidden states itself, and
+    parameters that never get a gradient make DistributedDataParallel fail."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
 
 
 class _eval_mode:
