@@ -192,7 +192,6 @@ def train(s: Settings) -> None:
         "--eval_strategy": "epoch",
         "--save_strategy": "no",
         "--seed": 42,
-        "--dataset-id": "InF-IR/InF-IR",
     }
     if s.backbone == default_backbone():
         options["--base-model-id"] = MINILM_ID
@@ -241,15 +240,12 @@ def instruction_negative_accuracy(model: str, dataset: Path) -> dict[str, float]
     import torch
     from datasets import load_dataset
 
+    from infembed_model.modeling_infembed import expand_rows
     from infembed_model.retrievers import load_retriever
     from infembed_model.training_eval import instruction_metrics
 
     rows = load_dataset(str(dataset), split=HOLDOUT_SPLIT)
-    instructions, queries, passages = [], [], []
-    for row in rows:
-        instructions += [row["instruction_positive"], row["instruction_negative"], row["instruction_positive"]]
-        queries += [row["query_positive"], row["query_positive"], row["query_negative"]]
-        passages += [row["document_positive"], row["hard_negative_document_1"], row["hard_negative_document_2"]]
+    instructions, queries, passages = (list(column) for column in zip(*expand_rows(list(rows)), strict=True))
     retriever = load_retriever(model)
     e = torch.as_tensor(retriever.encode_queries(queries, instructions))
     p = torch.as_tensor(retriever.encode_passages(passages))
@@ -309,7 +305,7 @@ def main() -> int:
     (s.report / "summary.md").write_text(table + "\n")
     print(f"""
 == Summary
-Seeds: {report.get("seeds_read")} read, {report.get("records_kept")} records kept ({s.llm}).
+Seeds: {report.get("seeds_read")} read, {report.get("records_total")} records kept ({s.llm}).
 Dataset repo: {s.dataset}/   load_dataset("{s.dataset}")
 Model:        {s.model}/   AutoModel.from_pretrained("{s.model}", trust_remote_code=True)
 Report:       {s.report}/report.md and its PNG plots

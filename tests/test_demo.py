@@ -62,5 +62,8 @@ def test_demo_report_and_card(demo):
     assert (out / "report" / "report.md").exists() and list((out / "report").glob("*.png"))
     accuracy = json.loads((out / "report" / "instruction_negative_accuracy.json").read_text())
     assert all(0.0 <= a["instruction_negative_accuracy"] <= 1.0 for a in accuracy.values())
-    card = (out / "InF-Embed-MiniLM" / "README.md").read_text()
-    assert "ndcg_at_10" in card or "nDCG@10" in card
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "InF-Embed-MiniLM" / "README.md")
+    ndcg = {m.metric_type: m.metric_value for m in card.data.eval_results}["ndcg_at_10"]
+    assert ndcg == pytest.approx(metrics["InF-Embed-MiniLM"]["eval_data"]["ndcg_at_10"])
