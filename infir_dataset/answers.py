@@ -53,7 +53,9 @@ def schema_name(answer_type: type[BaseModel]) -> str:
 
 def response_format(answer_type: type[BaseModel]) -> dict[str, Any]:
     """The OpenAI `response_format` asking for a strict JSON answer of `answer_type`."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": schema_name(answer_type), "schema": answer_type.model_json_schema(), "strict": True},
-    }
+    schema = answer_type.model_json_schema()
+    # pydantic puts the class docstrings here; they are notes for developers, and would otherwise reach the prompt
+    # (and the cache key) outside the versioned templates.
+    for model_schema in (schema, *schema.get("$defs", {}).values()):
+        model_schema.pop("description", None)
+    return {"type": "json_schema", "json_schema": {"name": schema_name(answer_type), "schema": schema, "strict": True}}

@@ -50,12 +50,15 @@ async def run_batched(
             break
         requests = dict(llm.pending)
         keys = list(requests)
+        # Every chunk is submitted before any is awaited, so the batches of one stage run side by side.
+        submitted = []
         for start in range(0, len(keys), MAX_REQUESTS_PER_BATCH):
             chunk = {k: requests[k] for k in keys[start : start + MAX_REQUESTS_PER_BATCH]}
             request_file = await _submit(llm, chunk)
-            batch_id = request_file.stem
-            log(f"submitted batch {batch_id} with {len(chunk)} requests for {len(waiting)} seeds")
-            await _collect(llm, batch_id, request_file, poll_interval, log)
+            submitted.append(request_file)
+            log(f"submitted batch {request_file.stem} with {len(chunk)} requests for {len(waiting)} seeds")
+        for request_file in submitted:
+            await _collect(llm, request_file.stem, request_file, poll_interval, log)
 
 
 async def _submit(llm: LLMClient, requests: dict[str, dict[str, Any]]) -> Path:

@@ -32,7 +32,8 @@ from .report import PriceFileError, build_report, load_prices, write_report
 from .request_cache import RequestCache
 from .seeds import Seed, SeedError, read_seeds
 
-_DEFAULT_GENERATOR, _DEFAULT_JUDGE = "gpt-4o-mini", "o3-mini"
+_DEFAULTS = PipelineConfig()
+_LOCAL_SLOTS = 4  # llama.cpp's parallel slots at most: more only split its context and its few CPU cores
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,9 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default="msmarco", help="source name of the records (split name in the repo)")
     p.add_argument("--base-url", help="OpenAI-compatible API base URL (default: the OpenAI API)")
     p.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
-    p.add_argument("--generator-model", help=f"model writing instructions and negatives (default {_DEFAULT_GENERATOR})")
-    p.add_argument("--judge-model", help=f"model validating each relation (default {_DEFAULT_JUDGE})")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at most (default 8)")
+    p.add_argument(
+        "--generator-model", help=f"model writing instructions and negatives (default {_DEFAULTS.generator_model})"
+    )
+    p.add_argument("--judge-model", help=f"model validating each relation (default {_DEFAULTS.judge_model})")
+    p.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight at most (default 8; at most 4 with --local-gguf)"
+    )
     p.add_argument("--limit", type=int, help="use only the first N seeds")
     p.add_argument("--seed", type=int, default=0, help="sampling seed sent with generation requests (default 0)")
     p.add_argument("--batch", action="store_true", help="use the OpenAI Batch API (half price, slower)")
@@ -100,13 +105,15 @@ def _run(args: argparse.Namespace) -> int:
     gguf = _gguf_path(args.local_gguf)
     local_model = gguf.stem if gguf else None
     config = PipelineConfig(
-        generator_model=args.generator_model or local_model or _DEFAULT_GENERATOR,
-        judge_model=args.judge_model or local_model or _DEFAULT_JUDGE,
+        generator_model=args.generator_model or local_model or _DEFAULTS.generator_model,
+        judge_model=args.judge_model or local_model or _DEFAULTS.judge_model,
         prompt_version=PROMPT_VERSION,
         seed=args.seed,
         generator_max_tokens=args.generator_max_tokens,
         judge_max_tokens=args.judge_max_tokens or (512 if gguf else 4096),
     )
+    # The client sends no more requests at once than llama.cpp has slots, so none waits in its queue and times out.
+    concurrency = min(args.concurrency, _LOCAL_SLOTS) if gguf else args.concurrency
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
     if not api_key and not args.base_url and not gguf:
         raise SystemExit(
@@ -125,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
         "generator_model": config.generator_model,
         "judge_model": config.judge_model,
         "prompt_version": config.prompt_version,
-        "concurrency": args.concurrency,
+        "concurrency": concurrency,
         "limit": args.limit,
         "seed": args.seed,
         "batch": args.batch,
@@ -134,11 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), unit="seed", desc="generate", dynamic_ncols=True)
     try:
         if todo:
-            server = (
-                local_llama_server(gguf, parallel=min(args.concurrency, 4))
-                if gguf
-                else contextlib.nullcontext(args.base_url)
-            )
+            server = local_llama_server(gguf, parallel=concurrency) if gguf else contextlib.nullcontext(args.base_url)
             with server as base_url:
                 client = openai.AsyncOpenAI(
                     base_url=base_url,
@@ -146,12 +149,15 @@ def _run(args: argparse.Namespace) -> int:
                     max_retries=args.max_retries,
                     timeout=args.timeout,
                 )
-                llm = LLMClient(client, cache, args.concurrency, args.parse_attempts, stats=stats)
+                llm = LLMClient(client, cache, concurrency, args.parse_attempts, stats=stats)
                 asyncio.run(_generate(args, todo, outputs, llm, config, bar))
     except (openai.APIError, BatchError) as e:
         error = f"{type(e).__name__}: {e}"
     except KeyboardInterrupt:
         error = "interrupted"
+    except BaseException as e:
+        error = f"{type(e).__name__}: {e}"  # the report must not say finished; the error itself goes on up
+        raise
     finally:
         bar.close()
         report = build_report(
@@ -220,6 +226,6 @@ async def _generate(
             await run_batched(todo, pipeline, outputs, llm, args.batch_poll_interval, on_done, log=bar.write)
         else:
             # Twice as many seeds as request slots, so a seed waiting between its stages never leaves a slot idle.
-            await run_seeds(todo, pipeline, outputs, workers=2 * args.concurrency, on_done=on_done)
+            await run_seeds(todo, pipeline, outputs, workers=2 * llm.concurrency, on_done=on_done)
     finally:
         await llm.client.close()

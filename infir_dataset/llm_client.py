@@ -3,7 +3,9 @@
 Transport failures are left to the openai client's own retry loop (`max_retries`): it honours `Retry-After` on 429
 and backs off exponentially with jitter on 408/409/5xx, connection errors and timeouts. This wrapper adds only what
 the client cannot know: the SQLite cache, the concurrency bound, token accounting, and a bounded retry of answers
-that arrive but do not parse (malformed JSON, or cut off by the token limit), each retry being a new cache key.
+that arrive but do not parse (malformed JSON, or cut off by the token limit). Each such retry is sent with the
+sampling `seed` raised by the attempt number, so a server that samples deterministically (llama.cpp, OpenAI with a
+seed) does not return the same bad answer again, and is cached under that body.
 """
 
 import asyncio
@@ -32,7 +34,9 @@ class PendingAnswer(Exception):  # noqa: N818 (a control-flow signal, not an err
 class UsageStats:
     requests: int = 0  # answers received over HTTP in this run
     cache_hits: int = 0
-    retries: int = 0  # transport retries made by the openai client (429, 5xx, timeouts)
+    # Transport retries (429, 5xx, timeouts) made by the openai client for requests that finally got an answer; the
+    # client does not say how many it made before giving up on a request that failed.
+    retries: int = 0
     parse_retries: int = 0  # new attempts after an answer that did not parse
     batch_requests: int = 0  # answers received through the Batch API in this run
     prompt_tokens: Counter = field(default_factory=Counter)  # by model
@@ -72,6 +76,7 @@ class LLMClient:
     ):
         self.client = client
         self.cache = cache
+        self.concurrency = concurrency
         self.parse_attempts = parse_attempts
         self.stats = stats if stats is not None else UsageStats()
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -92,12 +97,14 @@ class LLMClient:
         request = self.build_request(model, messages, answer_type, params)
         reason = ""
         for attempt in range(self.parse_attempts):
+            body = request
             if attempt:
                 self.stats.parse_retries += 1
-            key = request_key(request, attempt)
+                body = {**request, "seed": int(request.get("seed", 0)) + attempt}
+            key = request_key(body, attempt)
             response = self.cache.get(key)
             if response is None:
-                response = await self._fetch(key, request)
+                response = await self._fetch(key, body)
             else:
                 self.stats.cache_hits += 1
             try:
@@ -116,8 +123,9 @@ class LLMClient:
             try:
                 raw = await self.client.chat.completions.with_raw_response.create(**request)
             except openai.BadRequestError as e:
-                if not self.stats.requests:
-                    raise  # refused before anything succeeded: a setting is wrong (model, parameter), stop the run
+                too_long = e.code == "context_length_exceeded" or "context" in str(e.message).lower()
+                if not too_long and self.cache.is_empty():
+                    raise  # refused before anything ever succeeded here: a setting is wrong (model, parameter), stop
                 # This seed's request is refused (e.g. too long for the context): no retry can help it.
                 raise AnswerError(f"request refused: {e.message}") from None
             completion = raw.parse()

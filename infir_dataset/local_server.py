@@ -64,7 +64,10 @@ def local_llama_server(
     for cpu in (params.cpuparams, params.cpuparams_batch):
         cpu.n_threads = threads
         cpu.poll = 0
-    server = xllamacpp.Server(params)
+    try:
+        server = xllamacpp.Server(params)
+    except RuntimeError as e:  # llama.cpp says only "Failed to init server"; the file is the usual cause
+        raise LocalServerError(f"{gguf_path}: llama.cpp cannot load it (not a GGUF model?): {e}") from None
     base_url = f"http://127.0.0.1:{params.port}/v1"
     try:
         _wait_ready(base_url, startup_timeout)

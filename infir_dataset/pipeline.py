@@ -2,16 +2,15 @@
 all pass. Records go to `DIR/records.jsonl`, rejected seeds with their reasons to `DIR/rejected.jsonl`.
 
 Both files are append-only, one fsynced line per seed, and name every seed already done, so a restarted run skips
-them; a last line cut by a kill mid-write is truncated on restart.
+them; a last line cut by a kill mid-write is truncated on restart (one complete but for its newline is kept).
 """
 
 import asyncio
 import json
 import os
 import re
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,17 +77,18 @@ class Prompts:
             loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined, autoescape=False
         )
         self._system = self._env.get_template(f"{version}_system.jinja").render().strip()
-        # Word n-grams of the templates' fixed text (instructions and worked examples), to catch copied examples.
-        fixed = " ".join(
-            re.sub(r"{{.*?}}|{%.*?%}", " ", (folder / name).read_text(encoding="utf-8"))
+        # Word n-grams of the templates' worked examples (from "Example" to "Now your turn."), to catch copies of
+        # them; the rules' own wording ("I want sources that ...") is common phrasing a good answer may share.
+        examples = " ".join(
+            " ".join(_EXAMPLE.findall((folder / name).read_text(encoding="utf-8")))
             for name in self._env.list_templates()
             if name.startswith(f"{version}_")
         )
-        fixed_words = _norm(fixed).split()
-        self._fixed_ngrams = {n: _ngrams(fixed_words, n) for n in range(_MIN_COPY, _MAX_COPY + 1)}
+        example_words = _norm(examples).split()
+        self._example_ngrams = {n: _ngrams(example_words, n) for n in range(_MIN_COPY, _MAX_COPY + 1)}
 
     def copies_template(self, text: str, seed_text: str) -> bool:
-        """Whether `text` repeats a run of the prompts' own words (e.g. the worked example) absent from the seed.
+        """Whether `text` repeats a run of words of the prompts' worked examples absent from the seed.
 
         Small models copy the worked example instead of following it; this costs no request to detect.
         """
@@ -96,7 +96,7 @@ class Prompts:
         n = min(_MAX_COPY, len(words))
         if n < _MIN_COPY:
             return False
-        return bool((_ngrams(words, n) & self._fixed_ngrams[n]) - _ngrams(_norm(seed_text).split(), n))
+        return bool((_ngrams(words, n) & self._example_ngrams[n]) - _ngrams(_norm(seed_text).split(), n))
 
     def messages(self, name: str, **values: str) -> list[dict[str, str]]:
         user = self._env.get_template(f"{self.version}_{name}.jinja").render(**values).strip()
@@ -113,7 +113,8 @@ _STOPWORDS = frozenset(
 _NEGATIVE_FIELDS = ("instruction_negative", "hard_negative_document_1", "query_negative", "hard_negative_document_2")
 
 
-_MIN_COPY, _MAX_COPY = 3, 6
+_MIN_COPY, _MAX_COPY = 3, 8
+_EXAMPLE = re.compile(r"^Example$(.*?)^Now your turn\.$", re.S | re.M)
 
 
 def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
@@ -264,13 +265,20 @@ class OutputFileError(ValueError):
     """An output file of an earlier run that cannot be resumed from."""
 
 
+def _is_record(line: bytes) -> bool:
+    try:
+        obj = json.loads(line)
+    except ValueError:  # not JSON, or not UTF-8
+        return False
+    return isinstance(obj, dict) and "id" in obj
+
+
 class JsonlAppender:
     """An append-only JSONL file whose every line is flushed and fsynced; repairs a cut last line on open."""
 
     def __init__(self, path: Path):
         self.path = path
         self.ids: set[str] = set()
-        self.count = 0
         if path.exists():
             self._repair_and_read()
         self._file = path.open("a", encoding="utf-8")
@@ -278,10 +286,16 @@ class JsonlAppender:
     def _repair_and_read(self) -> None:
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):
-            # Killed mid-write: the seed of the cut line was not finished, so it is redone (its answers are cached).
-            with self.path.open("r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-            data = data[: data.rfind(b"\n") + 1]
+            tail = data[data.rfind(b"\n") + 1 :]
+            if _is_record(tail):  # complete, but for its newline (killed between the two, or written by hand)
+                with self.path.open("ab") as f:
+                    f.write(b"\n")
+                data += b"\n"
+            else:
+                # Killed mid-write: the seed of the cut line was not finished, so it is redone (answers are cached).
+                with self.path.open("r+b") as f:
+                    f.truncate(len(data) - len(tail))
+                data = data[: len(data) - len(tail)]
         for n, line in enumerate(data.decode("utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -291,14 +305,12 @@ class JsonlAppender:
                 raise OutputFileError(
                     f"{self.path}:{n}: not a JSON object with an 'id'; fix or remove this line"
                 ) from None
-            self.count += 1
 
     def append(self, obj: dict[str, Any]) -> None:
         self._file.write(json.dumps(obj, ensure_ascii=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
         self.ids.add(obj["id"])
-        self.count += 1
 
     def close(self) -> None:
         self._file.close()
@@ -310,7 +322,6 @@ class OutputFiles:
     rejected: JsonlAppender
     kept: int = 0  # in this run
     rejected_now: int = 0
-    reasons: Counter = field(default_factory=Counter)  # this run
 
     @classmethod
     def open(cls, out_dir: Path) -> "OutputFiles":
@@ -327,7 +338,6 @@ class OutputFiles:
             assert outcome.rejection is not None
             self.rejected.append(outcome.rejection)
             self.rejected_now += 1
-            self.reasons.update(outcome.rejection["reasons"])
 
     def close(self) -> None:
         self.records.close()

@@ -1,6 +1,11 @@
-"""`DIR/report.json`: what a generation run read, kept, rejected and spent."""
+"""`DIR/report.json`: what a generation run read, kept, rejected and spent.
+
+`retries` counts the openai client's transport retries (429, 5xx, timeouts) of requests that finally got an answer;
+those of a request that failed in the end are not known (the client does not report them).
+"""
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,11 +50,13 @@ def load_prices(path: str | Path | None) -> dict[str, dict[str, float]]:
 
 
 def price_of(model: str, prices: dict[str, dict[str, float]]) -> dict[str, float] | None:
-    """The price of `model`, or of the longest table name it starts with (`gpt-4o-mini-2024-07-18`)."""
+    """The price of `model`, or of its name without a date snapshot suffix (`gpt-4o-mini-2024-07-18`).
+
+    Only a date is dropped: `o3-pro` is another model than `o3`, at another price."""
     if model in prices:
         return prices[model]
-    matches = [name for name in prices if model.startswith(name)]
-    return prices[max(matches, key=len)] if matches else None
+    dated = re.fullmatch(r"(.+)-\d{4}-\d{2}-\d{2}", model)
+    return prices.get(dated.group(1)) if dated else None
 
 
 def estimate_cost(stats: UsageStats, prices: dict[str, dict[str, float]], batch: bool) -> dict[str, Any]:

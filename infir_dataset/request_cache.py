@@ -70,6 +70,10 @@ class RequestCache:
             ),
         )
 
+    def is_empty(self) -> bool:
+        """Whether no answer was ever stored here (by any run into this folder)."""
+        return self._db.execute("SELECT 1 FROM answers LIMIT 1").fetchone() is None
+
     def tokens_per_model(self) -> dict[str, dict[str, int]]:
         """Tokens of every answer ever stored here (all runs into this folder), by model."""
         rows = self._db.execute(

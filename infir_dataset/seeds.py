@@ -73,7 +73,24 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, str | None, str, str]]:
         )
 
 
+def _not_utf8(path: Path) -> SeedError:
+    """The error naming the first line of `path` that is not UTF-8 (a text stream cannot tell which line it was)."""
+    for n, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return SeedError(f"{path}:{n}: not UTF-8 text")
+    return SeedError(f"{path}: not UTF-8 text")
+
+
 def _read_tsv(path: Path) -> Iterator[tuple[str, str | None, str, str]]:
+    try:
+        yield from _read_tsv_rows(path)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _read_tsv_rows(path: Path) -> Iterator[tuple[str, str | None, str, str]]:
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
@@ -101,24 +118,33 @@ def _read_beir_folder(folder: Path) -> Iterator[tuple[str, str | None, str, str]
     corpus = {str(_req(o, "_id", w)): _text(o.get("text"), w, "text") for w, o in _jsonl_objects(corpus_path)}
     queries = {str(_req(o, "_id", w)): _text(o.get("text"), w, "text") for w, o in _jsonl_objects(queries_path)}
     for qrels_path in qrels_paths:
-        with qrels_path.open(encoding="utf-8", newline="") as f:
-            for n, line in enumerate(f, start=1):
-                cells = line.rstrip("\n").split("\t")
-                if n == 1 and not _is_number(cells[-1]):
-                    continue  # header (`query-id corpus-id score`, or MS MARCO's `qid pid score`)
-                if not line.strip():
-                    continue
-                where = f"{qrels_path}:{n}"
-                if len(cells) != 3 or not _is_number(cells[2]):
-                    raise SeedError(f"{where}: expected 3 tab-separated columns: query id, passage id, score")
-                qid, pid, score = cells
-                if float(score) <= 0:
-                    continue
-                if qid not in queries:
-                    raise SeedError(f"{where}: query id {qid!r} is not in {queries_path.name}")
-                if pid not in corpus:
-                    raise SeedError(f"{where}: passage id {pid!r} is not in {corpus_path.name}")
-                yield where, f"{qid}:{pid}", queries[qid], corpus[pid]
+        try:
+            yield from _read_qrels(qrels_path, queries, corpus, queries_path.name, corpus_path.name)
+        except UnicodeDecodeError:
+            raise _not_utf8(qrels_path) from None
+
+
+def _read_qrels(
+    qrels_path: Path, queries: dict[str, str], corpus: dict[str, str], queries_name: str, corpus_name: str
+) -> Iterator[tuple[str, str | None, str, str]]:
+    with qrels_path.open(encoding="utf-8", newline="") as f:
+        for n, line in enumerate(f, start=1):
+            cells = line.rstrip("\n").split("\t")
+            if n == 1 and not _is_number(cells[-1]):
+                continue  # header (`query-id corpus-id score`, or MS MARCO's `qid pid score`)
+            if not line.strip():
+                continue
+            where = f"{qrels_path}:{n}"
+            if len(cells) != 3 or not _is_number(cells[2]):
+                raise SeedError(f"{where}: expected 3 tab-separated columns: query id, passage id, score")
+            qid, pid, score = cells
+            if float(score) <= 0:
+                continue
+            if qid not in queries:
+                raise SeedError(f"{where}: query id {qid!r} is not in {queries_name}")
+            if pid not in corpus:
+                raise SeedError(f"{where}: passage id {pid!r} is not in {corpus_name}")
+            yield where, f"{qid}:{pid}", queries[qid], corpus[pid]
 
 
 def _req(obj: dict, key: str, where: str) -> object:

@@ -7,7 +7,8 @@
   unless a seed asks otherwise with a marker in its query:
   `JUDGE_SAYS_NO` (every verdict "not relevant"), `COPY_QUERY` (I+ = Q+), `SAME_NEG_INSTRUCTION` (I- = I+),
   `HN_IS_POSITIVE` (HN1 = P+), `ALWAYS_MALFORMED` (invalid JSON), `ALWAYS_TRUNCATED` (finish_reason length).
-- Faults for the next requests, queued with `inject()`: "429:S" (Retry-After S seconds), "500", "400", "timeout:S"
+- Faults for the next requests, queued with `inject()`: "429:S" (Retry-After S seconds), "500", "400",
+  "400:context" (OpenAI's context_length_exceeded), "timeout:S"
   (sleep S seconds, never answer), "malformed", "truncated", None (no fault); `fail_when = TEXT` answers 500 to every
   request containing TEXT.
 - `/v1/files`, `/v1/files/{id}/content`, `/v1/batches`, `/v1/batches/{id}`: a Batch API that completes on the
@@ -304,9 +305,14 @@ class _Handler(BaseHTTPRequestHandler):
                 log["status"] = 429
                 error = {"error": {"message": "rate limited", "type": "rate_limit_exceeded"}}
                 return self._json(429, error, Retry_After=fault.split(":")[1])
-            if fault == "400":
+            if fault and fault.startswith("400"):
                 log["status"] = 400
-                return self._json(400, {"error": {"message": "bad request", "type": "invalid_request_error"}})
+                error = {"message": "bad request", "type": "invalid_request_error", "code": None}
+                if fault == "400:context":
+                    error.update(
+                        message="the request exceeds the model's maximum length", code="context_length_exceeded"
+                    )
+                return self._json(400, {"error": error})
             if fault == "500" or (owner.fail_when and owner.fail_when in json.dumps(request)):
                 log["status"] = 500
                 return self._json(500, {"error": {"message": "internal error", "type": "server_error"}})

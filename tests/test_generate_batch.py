@@ -73,3 +73,17 @@ def test_a_batch_submitted_before_a_kill_is_collected_not_resubmitted(tmp_path, 
         assert run_generate(*argv) == 0
         assert len(server.batches) == 3  # batch_0 was collected, not paid for twice
     assert len(_lines(out / "records.jsonl")) == 2
+
+
+def test_a_stage_larger_than_one_batch_is_submitted_whole_before_any_is_awaited(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_mode, "MAX_REQUESTS_PER_BATCH", 3)  # the first stage's 4 requests need 2 batches
+    submitted_before_first_wait = []
+
+    async def first_wait(*args, **kwargs):
+        submitted_before_first_wait.append(len(server.batches))
+        raise KeyboardInterrupt  # enough seen: stop the run here
+
+    monkeypatch.setattr(batch_mode, "_collect", first_wait)
+    with OpenAITestServer() as server, pytest.raises(SystemExit, match="interrupted"):
+        run_generate(*_argv(tmp_path, server, tmp_path / "out", "--batch"))
+    assert submitted_before_first_wait == [2]  # batches of one stage run side by side, not one after another

@@ -1,12 +1,18 @@
 """`infir generate` against the OpenAI-compatible test server: schema, rejections, report, resume, concurrency."""
 
+import contextlib
+import importlib.util
 import json
+import random
+import shutil
 from collections import Counter
 
 import pytest
 from openai_test_server import OpenAITestServer, run_generate, write_seeds
 
-from infir_dataset.pipeline import JUDGE_CHECKS, PROMPT_VERSION, Prompts, precheck_instruction
+from infir_dataset import answers, generate
+from infir_dataset.pipeline import JUDGE_CHECKS, PROMPT_VERSION, JsonlAppender, Prompts, precheck_instruction
+from infir_dataset.report import DEFAULT_PRICES, price_of
 from infir_dataset.schema import PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, record_id
 
 # Seed queries and the rejection each must get (markers tell the test server how to misbehave).
@@ -104,18 +110,20 @@ def test_report_counts_what_the_server_saw(run):
     assert report["wall_time_s"] > 0
 
 
-def test_rerun_sends_no_request_and_repairs_a_cut_last_line(run):
-    records_path = run["out"] / "records.jsonl"
+def test_rerun_sends_no_request_and_repairs_a_cut_last_line(run, tmp_path):
+    out = shutil.copytree(run["out"], tmp_path / "out")  # the shared run stays as the other tests expect it
+    records_path = out / "records.jsonl"
     before = records_path.read_bytes()
     cut = before[: -len(before.splitlines(keepends=True)[-1]) // 2]  # a kill in the middle of the last line
     records_path.write_bytes(cut)
     with OpenAITestServer() as server:
-        argv = [a if not a.startswith("http://") else server.base_url for a in run["argv"]]
+        new = {str(run["out"]): str(out), run["argv"][run["argv"].index("--base-url") + 1]: server.base_url}
+        argv = [new.get(a, a) for a in run["argv"]]
         assert run_generate(*argv) == 0
         assert server.requests == []  # the redone seed's answers all come from the cache
     records = _lines(records_path)
     assert sorted(r["id"] for r in records) == sorted({r["id"] for r in records}) and len(records) == len(GOOD)
-    report = json.loads((run["out"] / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
     assert report["seeds_already_done"] == len(GOOD) + len(MARKED) - 1
     assert report["records_kept"] == 1 and report["cache_hits"] == 10 and report["requests_made"] == 0
 
@@ -161,5 +169,64 @@ def test_a_copied_worked_example_is_caught_before_any_judge_call():
     assert precheck_instruction(row, prompts) == ["copies_prompt_example:instruction_positive"]
     row["instruction_positive"] = "Only sources giving the daily operating cost of the parks, in US dollars."
     assert precheck_instruction(row, prompts) == []
+    # Phrasing the prompts' rules suggest ("I want sources that compare ...") is no copy of the example.
+    row["instruction_positive"] = "I want sources that compare how much the parks cost to run over ten years."
+    assert precheck_instruction(row, prompts) == []
     # Words of the seed itself may repeat the template's (the seed is about cats too).
     assert not prompts.copies_template("how long do cats live", "how long do cats live indoors")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None, reason="xllamacpp is not installed")
+def test_a_file_that_is_not_a_gguf_model_is_a_one_line_error(tmp_path):
+    seeds = write_seeds(tmp_path / "s.jsonl", ["q"])
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(random.Random(0).randbytes(4096))
+    with pytest.raises(SystemExit, match=f"infir generate: {fake}: llama.cpp cannot load it"):
+        run_generate("--seeds", str(seeds), "--out", str(tmp_path / "o"), "--local-gguf", str(fake))
+
+
+def test_a_complete_last_line_without_newline_is_kept(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b"}')  # killed between the line and its newline, or edited by hand
+    appender = JsonlAppender(path)
+    appender.append({"id": "c"})
+    appender.close()
+    assert appender.ids == {"a", "b", "c"}
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
+
+
+def test_a_crash_is_reported_as_unfinished(tmp_path):
+    seeds = write_seeds(tmp_path / "s.jsonl", ["q"])
+    with pytest.raises(SystemExit, match="no such GGUF file"):
+        run_generate("--seeds", str(seeds), "--out", str(tmp_path / "o"), "--local-gguf", str(tmp_path / "no.gguf"))
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["finished"] is False and report["error"].startswith("LocalServerError:")
+
+
+def test_local_mode_sends_no_more_requests_than_llama_cpp_has_slots(tmp_path, monkeypatch):
+    slots = []
+
+    @contextlib.contextmanager
+    def fake_local_server(gguf, parallel):
+        slots.append(parallel)
+        yield server.base_url
+
+    monkeypatch.setattr(generate, "local_llama_server", fake_local_server)
+    seeds = write_seeds(tmp_path / "s.jsonl", [f"question number {i}" for i in range(4)])
+    with OpenAITestServer(latency=0.05) as server:
+        argv = ["--seeds", str(seeds), "--out", str(tmp_path / "o"), "--concurrency", "16"]
+        assert run_generate(*argv, "--local-gguf", str(tmp_path / "m.gguf")) == 0
+    assert slots == [4] and server.max_in_flight == 4
+
+
+def test_the_schema_sent_carries_no_docstring():
+    # Class docstrings are developer notes; in the schema they would change the prompt outside the templates.
+    for answer_type in (answers.PositiveInstruction, answers.InstructionNegative, answers.RelevanceVerdict):
+        schema = answers.response_format(answer_type)["json_schema"]["schema"]
+        assert "description" not in schema and set(schema["properties"]) == set(answer_type.model_fields)
+
+
+def test_prices_match_a_dated_snapshot_but_not_another_model():
+    assert price_of("gpt-4o-mini-2024-07-18", DEFAULT_PRICES) == DEFAULT_PRICES["gpt-4o-mini"]
+    assert price_of("o3", DEFAULT_PRICES) == DEFAULT_PRICES["o3"]
+    assert price_of("o3-pro", DEFAULT_PRICES) is None and price_of("gpt-4o-mini-tts", DEFAULT_PRICES) is None

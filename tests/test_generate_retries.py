@@ -53,6 +53,9 @@ def test_an_unparseable_answer_is_asked_again(tmp_path, fault):
         server.inject(fault)
         out, report = _run(tmp_path, server)
         assert len(server.chat_requests()) == 11
+        first, retry = server.chat_requests()[:2]
+    # A new sampling seed, or a deterministic server (llama.cpp, OpenAI with a seed) repeats the same bad answer.
+    assert retry["body"] == {**first["body"], "seed": first["body"]["seed"] + 1}
     assert report["parse_retries"] == 1 and report["requests_made"] == 11 and len(_records(out)) == 1
 
 
@@ -97,7 +100,7 @@ def test_a_server_that_keeps_failing_stops_the_run_and_loses_nothing(tmp_path):
     assert sorted(r["query_positive"] for r in _records(tmp_path / "o")) == sorted(queries)
 
 
-def test_a_refused_request_rejects_its_seed_unless_nothing_has_worked_yet(tmp_path):
+def test_a_refused_request_rejects_its_seed_unless_nothing_has_ever_worked(tmp_path):
     seeds = write_seeds(tmp_path / "s.jsonl", ["first question", "second question", "third question"])
     argv = ["--seeds", str(seeds), "--out", str(tmp_path / "o"), "--concurrency", "1"]
     with OpenAITestServer() as server:
@@ -105,8 +108,21 @@ def test_a_refused_request_rejects_its_seed_unless_nothing_has_worked_yet(tmp_pa
         with pytest.raises(SystemExit, match="BadRequestError"):
             run_generate(*argv, "--base-url", server.base_url)
         assert (tmp_path / "o" / "rejected.jsonl").read_text() == ""
-        server.inject(None, "400")  # once a request has worked, a refusal concerns its seed only
+        assert run_generate(*argv, "--base-url", server.base_url, "--limit", "1") == 0
+        # A resumed run's first request is refused: answers stored by the earlier run show the settings work, so
+        # the refusal concerns its seed only (else a seed the server always refuses would stop every rerun).
+        server.inject("400")
         assert run_generate(*argv, "--base-url", server.base_url) == 0
     (rejected,) = [json.loads(line) for line in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
     assert rejected["reasons"][0].startswith("unusable_answer:") and "request refused" in rejected["detail"]
     assert len(_records(tmp_path / "o")) == 2
+
+
+def test_a_request_too_long_for_the_context_rejects_its_seed_even_first(tmp_path):
+    seeds = write_seeds(tmp_path / "s.jsonl", ["first question", "second question"])
+    with OpenAITestServer() as server:
+        server.inject("400:context")
+        argv = ["--seeds", str(seeds), "--out", str(tmp_path / "o"), "--base-url", server.base_url]
+        assert run_generate(*argv, "--concurrency", "1") == 0
+    (rejected,) = [json.loads(line) for line in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
+    assert "request refused" in rejected["detail"] and len(_records(tmp_path / "o")) == 1

@@ -81,3 +81,14 @@ def test_cli_stops_on_a_malformed_seed_before_any_request(tmp_path):
             run_generate("--seeds", str(seeds), "--out", str(tmp_path / "out"), "--base-url", server.base_url)
         assert server.requests == []
     assert not (tmp_path / "out" / "records.jsonl").exists()
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".jsonl"])
+def test_a_seed_file_not_in_utf8_names_file_and_line(tmp_path, suffix):
+    path = tmp_path / f"seeds{suffix}"
+    good = "query\tpassage\nq\tp\n" if suffix == ".tsv" else '{"query": "q", "passage": "p"}\n'
+    bad = "caf\u00e9\tp\n" if suffix == ".tsv" else '{"query": "caf\u00e9", "passage": "p"}\n'
+    path.write_bytes(good.encode() + bad.encode("latin-1"))  # a Latin-1 line among UTF-8 ones
+    line = good.count("\n") + 1
+    with pytest.raises(SeedError, match=f"^{path}:{line}: not UTF-8 text$"):
+        read_seeds(path, "msmarco")
