@@ -31,7 +31,16 @@ from .decontaminate import CHECKED_FIELDS, NGRAM, NgramIndex, contaminated_field
 from .dedup import deduplicate
 from .records import InputError, Origin, iter_rows, to_record
 from .schema import PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, TRIPLET_FEATURES
-from .validate import SPLIT_NAME, reason_code, validate
+from .validate import (
+    INSTRUCTION_WORDS,
+    MAX_CHARS,
+    PASSAGE_WORDS,
+    PROVENANCE_STRINGS,
+    QUERY_WORDS,
+    SPLIT_NAME,
+    reason_code,
+    validate,
+)
 
 SHARD_ROWS = 100_000
 READ_BATCH_ROWS = 10_000
@@ -41,6 +50,7 @@ HOLDOUT_SUFFIX = "_holdout"
 REJECTS = "rejects.jsonl"
 OWNED = ("data", "triplets", "provenance", "README.md", REJECTS)
 CARD_TEMPLATE = "dataset_card.md.jinja"
+CONFIG_FOLDERS = {"default": "data", "triplets": "triplets", "provenance": "provenance"}
 TAGS = ["instruction-following", "information-retrieval", "hard-negatives", "synthetic", "embeddings", "infir"]
 
 
@@ -65,8 +75,9 @@ class BuildStats:
     eval_texts: int = 0
     decontaminated_against: list[str] = field(default_factory=list)
     holdout_fraction: float = 0.0
+    sources: list[str] = field(default_factory=list)
+    holdout_splits: list[str] = field(default_factory=list)
     word_lengths: dict[str, dict[str, float]] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
 
     @property
     def kept(self) -> int:
@@ -125,9 +136,28 @@ def _read(inputs: Sequence[str | os.PathLike], source: str, stats: BuildStats, r
     provenance_table = pa.Table.from_batches(prov_batches).combine_chunks()
     batches.clear()
     prov_batches.clear()
-    # Sorting on id and content makes the output independent of input order, and dedup keeps the same record.
-    order = pc.sort_indices(table, sort_keys=[(name, "ascending") for name in ("id", *RECORD_FIELDS)])
-    return _Rows(table, provenance_table, origins, order.to_numpy())
+    return _Rows(table, provenance_table, origins, _input_independent_order(table, provenance_table))
+
+
+def _input_independent_order(records: pa.Table, provenance: pa.Table) -> np.ndarray:
+    """Rows sorted on id, content, source and provenance (rows without provenance last), so that the output does
+    not depend on input order and dedup keeps the same record of a repeated id: the one with provenance."""
+    verdicts = provenance["verdicts"].combine_chunks()
+    items = verdicts.values
+    verdict_text = pc.binary_join_element_wise(
+        items.field("check"), pc.cast(items.field("passed"), pa.string()), items.field("reason"), "\x1f"
+    )
+    keys = pa.table(
+        {
+            **{name: records[name] for name in ("id", *RECORD_FIELDS, "source")},
+            **{f"provenance.{name}": provenance[name] for name in PROVENANCE_STRINGS},
+            # Lists cannot be sort keys: the verdicts as one string each (null without provenance).
+            "provenance.verdicts": pc.binary_join(
+                pa.ListArray.from_arrays(verdicts.offsets, verdict_text, mask=verdicts.is_null()), "\x1e"
+            ),
+        }
+    )
+    return pc.sort_indices(keys, sort_keys=[(name, "ascending", "at_end") for name in keys.column_names]).to_numpy()
 
 
 def _reject(rows: _Rows, position: int, stage: str, rid: str, reason: str) -> dict:
@@ -160,6 +190,12 @@ def _decontaminate(rows: _Rows, index: NgramIndex, stats: BuildStats, rejects: l
     rows.index = rows.index[np.array([not fields for fields in overlaps], dtype=bool)]
 
 
+def _where(reject: dict) -> str:
+    """`file:line` (JSONL), or `file:split:row` / `file:row` (Parquet, dataset) of a rejected row."""
+    place = [reject["file"], reject.get("split"), reject.get("line", reject.get("row"))]
+    return ":".join(str(p) for p in place if p is not None)
+
+
 def _release_memory() -> None:
     """Hand memory freed by the last step back to the OS: Arrow's allocator otherwise keeps it, and NumPy's
     allocations cannot reuse it, so the peak would be the sum of both."""
@@ -171,11 +207,8 @@ def is_holdout(record_id: str, fraction: float) -> bool:
     return int.from_bytes(hashlib.sha256(record_id.encode()).digest()[:8], "big") / 2**64 < fraction
 
 
-def _split_names(ids: list[str], sources: list[str], fraction: float) -> list[str]:
-    return [
-        s + (HOLDOUT_SUFFIX if fraction > 0 and is_holdout(i, fraction) else "")
-        for i, s in zip(ids, sources, strict=True)
-    ]
+def _holdout_mask(ids: list[str], fraction: float) -> np.ndarray:
+    return np.array([fraction > 0 and is_holdout(i, fraction) for i in ids], dtype=bool)
 
 
 def _write_parquet(pieces: Iterator[pa.Table], schema: pa.Schema, path: Path) -> int:
@@ -300,10 +333,9 @@ def _card(
     from hub_cards import render
 
     features = {"default": RECORD_FEATURES, "triplets": TRIPLET_FEATURES, "provenance": PROVENANCE_FEATURES}
-    folders = {"default": "data", "triplets": "triplets", "provenance": "provenance"}
     configs, infos = [], DatasetInfosDict()
     for name, splits in sizes.items():
-        files = [{"split": s, "path": f"{folders[name]}/{s}-*"} for s in splits]
+        files = [{"split": s, "path": f"{CONFIG_FOLDERS[name]}/{s}-*"} for s in splits]
         configs.append({"config_name": name, **({"default": True} if name == "default" else {}), "data_files": files})
         split_infos = SplitDict()
         for s, (rows, nbytes) in splits.items():
@@ -327,11 +359,16 @@ def _card(
         pretty_name=meta["pretty_name"],
         repo_id=meta["repo_id"],
         stats=stats,
-        sources=sorted({s.removesuffix(HOLDOUT_SUFFIX) for s in stats.rows_per_split}),
-        holdout_splits=[s for s in stats.rows_per_split if s.endswith(HOLDOUT_SUFFIX)],
-        train_splits=[s for s in stats.rows_per_split if not s.endswith(HOLDOUT_SUFFIX)],
+        sources=stats.sources,
+        holdout_splits=stats.holdout_splits,
+        train_splits=[s for s in stats.rows_per_split if s not in stats.holdout_splits],
         has_provenance="provenance" in sizes,
         ngram=NGRAM,
+        length_bounds=[
+            ("instructions", INSTRUCTION_WORDS, MAX_CHARS["instruction"]),
+            ("queries", QUERY_WORDS, MAX_CHARS["query"]),
+            ("passages", PASSAGE_WORDS, MAX_CHARS["passage"]),
+        ],
         **models,
     )
 
@@ -376,6 +413,8 @@ def build_repo(
         raise BuildError(f"--source {source!r} is not a valid split name (letters, digits, underscores)")
     if not 0.0 <= holdout_fraction < 1.0:
         raise BuildError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}")
+    if shard_rows < 1:
+        raise BuildError(f"--shard-rows must be >= 1, got {shard_rows}")
     out = Path(out_dir)
     stats = BuildStats(out_dir=str(out), holdout_fraction=holdout_fraction)
     rejects: list[dict] = []
@@ -398,13 +437,20 @@ def build_repo(
     _release_memory()
     if not len(rows.index):
         reasons = ", ".join(f"{k} {v}" for k, v in {**stats.rejection_reasons, **stats.duplicates}.items() if v)
-        raise BuildError(f"no record left to write out of {stats.input_rows} input rows ({reasons or 'no rows'})")
+        first = f"; first: {_where(rejects[0])}: {rejects[0]['reasons'][0]}" if rejects else ""
+        message = f"no record left to write out of {stats.input_rows} input rows ({reasons or 'no rows'}){first}"
+        raise BuildError(message)
 
     kept = rows.columns(("id", "source"))
-    split_of = np.array(_split_names(kept["id"].to_pylist(), kept["source"].to_pylist(), holdout_fraction))
+    holdout = _holdout_mask(kept["id"].to_pylist(), holdout_fraction)
+    split_of = np.char.add(np.array(kept["source"].to_pylist(), dtype=str), np.where(holdout, HOLDOUT_SUFFIX, ""))
+    stats.sources = sorted(set(kept["source"].to_pylist()))
+    stats.holdout_splits = sorted(set(split_of[holdout].tolist()))
+    if clash := set(stats.holdout_splits) & set(split_of[~holdout].tolist()):
+        raise BuildError(f"source {min(clash)!r} would share its split with held-out rows; rename that source")
     del kept
-    order = rows.index[np.argsort(split_of, kind="stable")]  # stable: rows stay in id order within a split
-    split_of = np.sort(split_of, kind="stable")
+    by_split = np.argsort(split_of, kind="stable")  # stable: rows stay in id order within a split
+    order, split_of, holdout = rows.index[by_split], split_of[by_split], holdout[by_split]
     stats.word_lengths = _length_summary({name: c[order] for name, c in counts.items()})
 
     names = sorted(set(split_of.tolist()))
@@ -414,7 +460,7 @@ def build_repo(
             name: _Part(rows.records, order[a:b], RECORD_FEATURES.arrow_schema) for name, (a, b) in bounds.items()
         }
     }
-    training = order[~np.char.endswith(split_of, HOLDOUT_SUFFIX)]
+    training = order[~holdout]
     if len(training):
         parts["triplets"] = _triplet_parts(rows.records, training)
     has_provenance = pc.is_valid(rows.provenance["generator_model"]).to_numpy(zero_copy_only=False)
@@ -433,14 +479,12 @@ def build_repo(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-build-", dir=out.parent))
     try:
-        folders = {"default": "data", "triplets": "triplets", "provenance": "provenance"}
         jobs = [(c, s, p) for c, config_parts in parts.items() for s, p in config_parts.items()]
         sizes: dict[str, dict[str, tuple[int, int]]] = {config: {} for config in parts}
         # Parquet encoding and compression release the GIL: write the splits on all cores.
         with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-            written = pool.map(lambda job: _write_split(job[2], tmp / folders[job[0]], job[1], shard_rows), jobs)
-            for (config, split, part), (paths, nbytes) in zip(jobs, written, strict=True):
-                stats.files += [p.relative_to(tmp).as_posix() for p in paths]
+            written = pool.map(lambda job: _write_split(job[2], tmp / CONFIG_FOLDERS[job[0]], job[1], shard_rows), jobs)
+            for (config, split, part), (_, nbytes) in zip(jobs, written, strict=True):
                 sizes[config][split] = (len(part), nbytes)
         _write_rejects(rejects, tmp / REJECTS)
         meta = {"license": license, "pretty_name": pretty_name, "repo_id": repo_id}

@@ -27,7 +27,6 @@ TEXT_KEYS = ("text", "query", "passage", "instruction")
 EVAL_PART = re.compile(r"(^|[-_])(corpus|queries|query|instructions?)($|[-_])")
 CHUNK_TEXTS = 5_000
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-_MIXER = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 Texts = Sequence[str] | pa.Array | pa.ChunkedArray
@@ -49,42 +48,39 @@ def _tokenise(texts: Texts) -> tuple[pa.ListArray, np.ndarray]:
 @dataclass(frozen=True)
 class _Vocabulary:
     """The evaluation texts' words, each with a random 64-bit code. A word outside it cannot be part of a match,
-    so record tokens are looked up here (in Arrow) instead of being hashed one by one in Python."""
+    so record tokens are looked up here instead of being hashed one by one."""
 
-    words: pa.Array
+    positions: dict[str, int]
     codes: np.ndarray
 
     @classmethod
     def of(cls, words: pa.Array) -> "_Vocabulary":
         codes = np.random.default_rng(0).integers(0, 2**64, size=len(words), dtype=np.uint64, endpoint=False)
-        return cls(words, codes)
+        return cls({word: i for i, word in enumerate(words.to_pylist())}, codes)
 
     def encode(self, texts: Texts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(code per token, whether each token is known, tokens per text, whether each text has any token)."""
         tokens, nonempty = _tokenise(texts)
         lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
-        lookup = pc.fill_null(pc.index_in(pc.list_flatten(tokens), value_set=self.words), -1)
-        idx = lookup.to_numpy(zero_copy_only=False)
+        # Only the chunk's distinct words are looked up, in a dict built once: Arrow's `index_in` would rebuild a
+        # hash table of the whole vocabulary (millions of words for a large evaluation corpus) at every call.
+        encoded = pc.dictionary_encode(pc.list_flatten(tokens))
+        distinct = encoded.dictionary.to_pylist()
+        get = self.positions.get
+        positions = np.fromiter((get(word, -1) for word in distinct), np.int64, len(distinct))
+        idx = positions[encoded.indices.to_numpy(zero_copy_only=False)]
         known = idx >= 0
         codes = self.codes[np.where(known, idx, 0)] if len(self.codes) else np.zeros(len(idx), np.uint64)
         return codes, known, lengths, nonempty
 
 
 def _window_hashes(codes: np.ndarray, n: int) -> np.ndarray:
-    """A 64-bit hash of every run of n consecutive codes, built by doubling (hashes of 1, 2, 4, 8... codes)
-    so that it takes about log2(n) vectorised passes instead of n."""
-    spans = {1: codes}
-    width = 1
-    while width * 2 <= n:
-        h = spans[width]
-        spans[width * 2] = h[:-width] * _MULTIPLIER + h[width:] * _MIXER
-        width *= 2
+    """A 64-bit polynomial hash of every run of n consecutive codes: position k of a window is weighted by
+    MULTIPLIER ** (n - 1 - k), so the same codes in another order hash differently."""
     windows = len(codes) - n + 1
-    out, covered = np.zeros(windows, dtype=np.uint64), 0
-    for width in sorted(spans, reverse=True):  # n as a sum of powers of two, e.g. 13 = 8 + 4 + 1
-        if covered + width <= n:
-            out = out * _MULTIPLIER + spans[width][covered : covered + windows]
-            covered += width
+    out = np.zeros(windows, dtype=np.uint64)
+    for k in range(n):
+        out = out * _MULTIPLIER + codes[k : k + windows]
     return out
 
 

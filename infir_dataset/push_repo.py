@@ -1,13 +1,17 @@
 """`infir push-repo`: upload a dataset repo folder from `infir build-repo` to the Hub with huggingface_hub.
 
-`rejects.jsonl` stays local. Old shards on the Hub that the new build no longer has are deleted in the same commit,
-so the README's `data/<split>-*` globs never pick up stale files. The token comes from huggingface_hub's usual places
-(`HF_TOKEN`, `hf auth login`) and is never printed.
+`rejects.jsonl` stays local, and the uploaded card's usage snippets load the target repo id. Old shards on the Hub
+that the new build no longer has are deleted in the same commit, so the README's `data/<split>-*` globs never pick up
+stale files. The token comes from huggingface_hub's usual places (`HF_TOKEN`, `hf auth login`) and is never printed.
 """
 
 import argparse
 import fnmatch
+import os
+import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from .build_repo import REJECTS
@@ -23,13 +27,17 @@ class CardError(Exception):
 
 
 def upload_files(folder: Path) -> list[Path]:
-    """The files `upload_folder` will send (relative paths), i.e. all but the ignored ones."""
-    files = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        if not any(fnmatch.fnmatch(rel, pattern) for pattern in IGNORE_PATTERNS):
-            files.append(Path(rel))
-    return files
+    """The files `upload_folder` will send (relative paths): its own filter, with our and its default patterns."""
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+    every = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
+    return [Path(p) for p in filter_repo_objects(every, ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS)]
+
+
+def card_for(readme: str, repo_id: str) -> str:
+    """The card with its usage snippets loading `repo_id`: the folder was built with `--repo-id` of its own
+    (by default InF-IR/InF-IR), and the snippets must name the repo they are published in."""
+    return re.sub(r'load_dataset\("[^"]*"', lambda _: f'load_dataset("{repo_id}"', readme)
 
 
 def check_card(folder: Path) -> dict:
@@ -67,16 +75,30 @@ def push_repo(folder: str | Path, repo_id: str, *, private: bool = False, commit
     """Create the dataset repo if needed and upload `folder` (without rejects.jsonl); returns the commit URL."""
     from huggingface_hub import HfApi
 
+    folder = Path(folder)
     api = HfApi()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id,
-        repo_type="dataset",
-        folder_path=str(folder),
-        commit_message=commit_message or "Upload InF-IR dataset built with `infir build-repo`",
-        ignore_patterns=IGNORE_PATTERNS,
-        delete_patterns=DELETE_PATTERNS,
-    )
+    # The upload is staged next to the folder (same file system: hard links, no copies) with the card rewritten
+    # for `repo_id`, so that the built folder itself is never changed.
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}-push-", dir=folder.parent) as staging:
+        for rel in upload_files(folder):
+            target = Path(staging) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if rel.as_posix() == "README.md":
+                target.write_text(card_for((folder / rel).read_text(encoding="utf-8"), repo_id), encoding="utf-8")
+                continue
+            try:
+                os.link(folder / rel, target)
+            except OSError:  # a file system without hard links
+                shutil.copy2(folder / rel, target)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=staging,
+            commit_message=commit_message or "Upload InF-IR dataset built with `infir build-repo`",
+            ignore_patterns=list(IGNORE_PATTERNS),  # upload_folder appends its defaults to the list it is given
+            delete_patterns=DELETE_PATTERNS,
+        )
     return str(getattr(info, "commit_url", info))
 
 
@@ -95,12 +117,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB"):
         n /= 1024
-    return f"{n} B"
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} GB"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,11 +39,10 @@ class Origin:
 
 @dataclass(slots=True)
 class RawRow:
-    """One input row as read, before validation. `split` is the dataset split it came from, if any."""
+    """One input row as read, before validation; `origin.split` is the dataset split it came from, if any."""
 
     data: dict[str, Any]
     origin: Origin
-    split: str | None = None
 
 
 def _iter_jsonl(path: Path) -> Iterator[RawRow]:
@@ -84,7 +83,7 @@ def _iter_dataset(name: str) -> Iterator[RawRow]:
                 if data.get("id") in by_id:
                     prov = by_id[data["id"]]
                     data["provenance"] = {k: v for k, v in prov.items() if k not in ("id", "source")}
-                yield RawRow(data, Origin(name, row=row, split=split), split=split)
+                yield RawRow(data, Origin(name, row=row, split=split))
                 row += 1
 
 
@@ -102,6 +101,8 @@ def iter_rows(path: str | os.PathLike) -> Iterator[RawRow]:
         if suffix in PARQUET_SUFFIXES:
             return _iter_parquet(p)
         raise InputError(p, "unknown file type (expected .jsonl or .parquet)")
+    if p.suffix.lower() in JSONL_SUFFIXES + PARQUET_SUFFIXES:  # a mistyped file path, e.g. gen/records.jsonl
+        raise InputError(path, "no such file")
     if HUB_ID.match(str(path)):
         return _iter_dataset(str(path))
     raise InputError(path, "no such file or folder, and not a Hub dataset id (ORG/NAME)")
@@ -114,7 +115,7 @@ def to_record(raw: RawRow, default_source: str) -> tuple[dict[str, str], dict[st
     `record_id(source, query_positive, document_positive)`, as the generator derives it.
     """
     data = raw.data
-    source = data.get("source") or raw.split or default_source
+    source = data.get("source") or raw.origin.split or default_source
     rid = data.get("id") or record_id(source, data["query_positive"], data["document_positive"])
     record = {"id": rid, "source": source, **{f: data[f] for f in RECORD_FIELDS}}
     prov = data.get("provenance")

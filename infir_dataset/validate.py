@@ -6,6 +6,7 @@ Each reason is `"<code>: <detail>"`; the code (the part before the colon) is wha
 import re
 from typing import Any
 
+from .dedup import normalise
 from .schema import RECORD_FIELDS
 
 INSTRUCTION_FIELDS = ("instruction_positive", "instruction_negative")
@@ -27,11 +28,6 @@ PROVENANCE_STRINGS = ("generator_model", "judge_model", "prompt_version")
 def reason_code(reason: str) -> str:
     """The counted part of a reason: `"same_query: ..."` -> `"same_query"`."""
     return reason.split(":", 1)[0]
-
-
-def comparable(text: str) -> str:
-    """Text as compared by the "differs from" rules: case and spacing do not make two texts different."""
-    return " ".join(text.lower().split())
 
 
 def _bounds(field: str) -> tuple[tuple[int, int], int]:
@@ -69,16 +65,21 @@ def _field_reasons(row: dict[str, Any]) -> list[str]:
     return reasons
 
 
+def _head(text: str) -> str:
+    """`normalise` of the text's start, cut at a space: it is a prefix of `normalise(text)` (a cut inside a word
+    could lowercase differently, e.g. a final sigma), and cheap to compute."""
+    return normalise(text[: max(text.rfind(" ", 0, 64), 0)])
+
+
 def _same(a: Any, b: Any) -> bool:
     if not (isinstance(a, str) and isinstance(b, str)):
         return False
     if a == b:
         return True
-    # comparable() of a prefix is a prefix of comparable() of the whole text, so texts whose prefixes disagree
-    # cannot be equal: a check on 64 characters spares normalising whole passages.
-    head_a, head_b = comparable(a[:64]), comparable(b[:64])
+    # Texts whose normalised starts disagree cannot be equal: this spares normalising most whole passages.
+    head_a, head_b = _head(a), _head(b)
     k = min(len(head_a), len(head_b))
-    return head_a[:k] == head_b[:k] and comparable(a) == comparable(b)
+    return head_a[:k] == head_b[:k] and normalise(a) == normalise(b)
 
 
 _DIFFERENT = (

@@ -13,11 +13,10 @@ import pytest
 import yaml
 from infir_rows import public_row
 
-from infir_dataset import build_repo as build_repo_module
 from infir_dataset.build_repo import BuildError, build_repo, is_holdout
 from infir_dataset.cli import main as infir_main
 from infir_dataset.records import InputError
-from infir_dataset.schema import PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, TRIPLET_FEATURES, record_id
+from infir_dataset.schema import PROVENANCE_FEATURES, RECORD_FEATURES, TRIPLET_FEATURES, record_id
 
 EVAL_PASSAGE = " ".join(f"eval{i}" for i in range(30))
 
@@ -79,6 +78,7 @@ def test_repo_loads_offline_with_declared_features(generated, eval_file, tmp_pat
     assert ids == sorted(ids)
     assert all(is_holdout(i, 0.2) for i in default["msmarco_holdout"]["id"])
     assert not any(is_holdout(i, 0.2) for i in ids)
+    assert "hold about 20.0% of the records" in (out / "README.md").read_text()
 
     triplets = load(out, "triplets")
     assert set(triplets) == {"positive", "hard_negative"}
@@ -129,11 +129,14 @@ def test_every_left_out_record_is_in_rejects_and_counted_in_the_card(generated, 
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["task_categories"] == ["text-retrieval"] and meta["size_categories"] == ["n<1K"]
     assert {c["config_name"] for c in meta["configs"]} == {"default", "triplets", "provenance"}
-    assert "| invalid (validation) | 1 |" in card
+    assert "| step | rows |" in card and "| input rows read | 44 |" in card
+    assert "| removed as invalid (validation) | 1 |" in card
     assert "reason `same_query` | 1 |" in card
-    assert "| exact duplicates | 1 |" in card and "| near duplicates | 1 |" in card
-    assert "| contaminated (shared 13-gram with evaluation data) | 1 |" in card
-    assert "eval_queries.jsonl" in card
+    assert "| removed as exact duplicates | 1 |" in card and "| removed as near duplicates | 1 |" in card
+    assert "| removed as contaminated (shared 13-gram with evaluation data) | 1 |" in card
+    assert "(1 text from eval_queries.jsonl)" in card
+    assert "instructions 3-256 words and at most 4,000 characters" in card
+    assert "passages 3-2,048 words and at most 30,000 characters" in card
     assert "| default | msmarco | 40 |" in card
     assert "arXiv:2505.21439" in card and "@article" in card
     assert "gpt-4o-mini" in card and "o3-mini" in card
@@ -167,6 +170,25 @@ def test_same_input_gives_same_bytes_whatever_the_line_order(generated, tmp_path
     c = tmp_path / "c"
     build_repo([generated], c, holdout_fraction=0.1, shard_rows=7)
     assert all((a / n).read_bytes() == (c / n).read_bytes() for n in [*files, "rejects.jsonl"])
+
+
+def test_same_record_with_and_without_provenance_keeps_the_provenance_whatever_the_input_order(tmp_path):
+    """The same id and fields from a generator output and from a public copy: the row with provenance wins."""
+    lines = [generator_line(i) for i in range(5)]
+    generated = write_jsonl(tmp_path / "gen.jsonl", lines)
+    public = tmp_path / "public.parquet"
+    pq.write_table(pa.Table.from_pylist([public_row(i) for i in range(5)]), public)
+    rejudged = write_jsonl(  # the same generation judged again, with another verdict
+        tmp_path / "rejudged.jsonl",
+        [{**lines[0], "provenance": {**lines[0]["provenance"], "verdicts": [{"check": "p", "passed": True}]}}],
+    )
+    a, b = tmp_path / "a", tmp_path / "b"
+    stats_a = build_repo([generated, rejudged, public], a)
+    stats_b = build_repo([public, rejudged, generated], b)
+    assert stats_a.duplicates["duplicate_id"] == stats_b.duplicates["duplicate_id"] == 6
+    assert stats_a.provenance_rows == stats_b.provenance_rows == 5
+    for name in _repo_files(a):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
 def test_public_rows_from_parquet_and_jsonl(tmp_path):
@@ -266,11 +288,37 @@ def test_cli_builds_and_reports(generated, tmp_path, capsys):
     [
         (["--holdout-fraction", "1.5"], "--holdout-fraction must be in [0, 1)"),
         (["--source", "ms-marco"], "is not a valid split name"),
+        (["--shard-rows", "0"], "--shard-rows must be >= 1"),
+        (["--shard-rows", "-2"], "--shard-rows must be >= 1"),
     ],
 )
 def test_cli_rejects_bad_options(generated, tmp_path, capsys, args, message):
     assert infir_main(["build-repo", "--input", str(generated), "--out", str(tmp_path / "r"), *args]) == 1
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_all_records_invalid_names_the_first_reject(tmp_path, capsys):
+    lines = [{**generator_line(i), "query_negative": generator_line(i)["query_positive"]} for i in range(3)]
+    invalid = write_jsonl(tmp_path / "invalid.jsonl", lines)
+    assert infir_main(["build-repo", "--input", str(invalid), "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "infir: error: no record left to write out of 3 input rows (same_query 3); "
+        f"first: {invalid}:1: same_query: query_negative equals query_positive"
+    )
+
+
+def test_a_source_named_like_a_holdout_split(tmp_path):
+    """A source ending in `_holdout` is not mistaken for held-out rows, and may not share a held-out split."""
+    records = write_jsonl(tmp_path / "r.jsonl", [generator_line(i, "msmarco_holdout") for i in range(8)])
+    stats = build_repo([records], tmp_path / "repo")
+    assert stats.rows_per_split == {"msmarco_holdout": 8} and stats.holdout_splits == []
+    assert stats.triplet_rows == {"positive": 8, "hard_negative": 16}
+    lines = [generator_line(i, "a") for i in range(20)] + [generator_line(i, "a_holdout") for i in range(20, 40)]
+    both = write_jsonl(tmp_path / "both.jsonl", lines)
+    with pytest.raises(BuildError, match="source 'a_holdout' would share its split with held-out rows"):
+        build_repo([both], tmp_path / "repo2", holdout_fraction=0.3)
 
 
 def test_console_script_prints_one_line_for_a_bad_file(tmp_path):
@@ -285,8 +333,3 @@ def test_console_script_prints_one_line_for_a_bad_file(tmp_path):
     assert result.stderr.startswith(f"infir: error: {bad}:2: invalid JSON")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "repo").exists()
-
-
-def test_module_exposes_the_cli_contract():
-    assert callable(build_repo_module.add_parser) and callable(build_repo_module.run)
-    assert set(RECORD_FIELDS) <= set(RECORD_FEATURES)

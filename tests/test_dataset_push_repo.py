@@ -3,6 +3,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
@@ -59,6 +60,16 @@ def test_upload_files_skip_rejects(repo):
     assert "rejects.jsonl" not in files and "README.md" in files
 
 
+def test_upload_files_follow_upload_folder_rules(repo):
+    """huggingface_hub's own filter, with its default patterns: nothing under .git or a .cache/huggingface folder."""
+    for extra in (".git/config", "data/.cache/huggingface/upload/x.lock", ".gitattributes", "notes/README.txt"):
+        (repo / extra).parent.mkdir(parents=True, exist_ok=True)
+        (repo / extra).write_text("x")
+    files = [p.as_posix() for p in upload_files(repo)]
+    assert "notes/README.txt" in files
+    assert not [f for f in files if ".git" in f or ".cache" in f or f == "rejects.jsonl"]
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
@@ -90,17 +101,28 @@ def test_upload_calls_create_repo_and_upload_folder_without_rejects(repo, capsys
 
     def upload_folder(self, **kwargs):
         calls["upload_folder"] = kwargs
+        staged = Path(kwargs["folder_path"])
+        calls["uploaded"] = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
+        calls["card"] = (staged / "README.md").read_text()
         return "https://huggingface.co/datasets/me/inf-ir/commit/abc"
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    local_card = (repo / "README.md").read_text()
+    assert 'load_dataset("InF-IR/InF-IR")' in local_card  # built with the default --repo-id
     assert infir_main(["push-repo", str(repo), "--repo-id", "me/inf-ir", "--private"]) == 0
     repo_id, kwargs = calls["create_repo"]
     assert repo_id == "me/inf-ir" and kwargs["repo_type"] == "dataset" and kwargs["private"] is True
     assert kwargs["exist_ok"] is True
     upload = calls["upload_folder"]
     assert upload["repo_id"] == "me/inf-ir" and upload["repo_type"] == "dataset"
-    assert upload["folder_path"] == str(repo)
+    assert calls["uploaded"] == [p.as_posix() for p in upload_files(repo)]
+    # The published card's snippets load the repo it is published in; the built folder is left as it was.
+    assert 'load_dataset("me/inf-ir")' in calls["card"] and 'load_dataset("me/inf-ir", "triplets")' in calls["card"]
+    assert 'load_dataset("InF-IR/InF-IR"' not in calls["card"]
+    assert calls["card"].replace("me/inf-ir", "InF-IR/InF-IR") == local_card
+    assert (repo / "README.md").read_text() == local_card
+    assert not [p for p in repo.parent.iterdir() if p.name.startswith(".repo-push-")]  # staging removed
     assert "rejects.jsonl" in upload["ignore_patterns"] and upload["ignore_patterns"] == IGNORE_PATTERNS
     assert "data/*.parquet" in upload["delete_patterns"]  # stale shards of an earlier push go away
     assert "uploaded" in capsys.readouterr().out

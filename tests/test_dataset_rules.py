@@ -10,7 +10,7 @@ import pytest
 from infir_rows import public_row, words
 
 from infir_dataset.decontaminate import NgramIndex, contaminated_fields, load_eval_texts
-from infir_dataset.dedup import deduplicate, normalise
+from infir_dataset.dedup import deduplicate, normalise, normalise_array
 from infir_dataset.records import InputError, iter_rows, to_record
 from infir_dataset.schema import RECORD_FIELDS, record_id
 from infir_dataset.validate import reason_code, validate
@@ -60,6 +60,25 @@ def test_poisoned_parts_must_differ_from_positive_ignoring_case_and_spacing():
     assert any("document_positive equals hard_negative_document_2" in r for r in validate(row))
 
 
+def test_punctuation_only_edits_do_not_make_a_poisoned_part_different():
+    row = public_row(6)
+    row["instruction_negative"] = row["instruction_positive"].replace(" ", ", ", 3) + "."
+    row["query_negative"] = row["query_positive"] + "?"
+    row["hard_negative_document_1"] = '"' + row["document_positive"].replace(" ", " - ", 1) + '"'
+    assert sorted(reason_code(r) for r in validate(row)) == ["same_instruction", "same_passage", "same_query"]
+
+
+def test_differs_rules_use_the_dedup_normaliser():
+    """The prefix shortcut never hides an equality that `normalise` sees, and a word edit is still a difference."""
+    row = public_row(7)
+    row["query_negative"] = "x" * 62 + " ΣΑ rest"
+    row["query_positive"] = "X" * 62 + "  σα... rest"
+    assert normalise(row["query_negative"]) == normalise(row["query_positive"])
+    assert [reason_code(r) for r in validate(row)] == ["same_query"]
+    row["query_positive"] = "x" * 62 + " σα rest more"
+    assert validate(row) == []
+
+
 def test_all_three_passages_pairwise_different():
     row = public_row(3)
     row["hard_negative_document_1"] = row["hard_negative_document_2"]
@@ -84,6 +103,16 @@ def test_jsonl_line_that_is_not_an_object(tmp_path):
     path.write_text("[1, 2]\n")
     with pytest.raises(InputError, match=r"records.jsonl:1: expected a JSON object"):
         list(iter_rows(path))
+
+
+def test_mistyped_file_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("looked up on the Hub"))
+    monkeypatch.chdir(tmp_path)
+    for path in ("gen/records.jsonl", "out/public.parquet", "gen/records.ndjson", "x/data.json"):
+        with pytest.raises(InputError, match=f"^{path}: no such file$"):
+            iter_rows(path)
 
 
 def test_unreadable_inputs(tmp_path):
@@ -130,8 +159,19 @@ def _table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def test_normalise():
-    assert normalise("  Hello,   World!\n It's\tOK ") == "hello world it s ok"
+def test_normalise_of_one_text_and_of_an_arrow_array_agree():
+    texts = [
+        "  Hello,   World!\n It's\tOK ",
+        "a\u00a0b\u3000\u3000c\u2028d",
+        "x--y...z",
+        "ÜNÏCÖDÉ  Straße!",
+        "tab\tand\x0bvertical\x1cseparator",
+        "",
+        " ... ",
+        "e_mail|pipe~tilde{brace}",
+    ]
+    assert normalise(texts[0]) == "hello world it s ok"
+    assert normalise_array(pa.array(texts)).to_pylist() == [normalise(t) for t in texts]
 
 
 def test_dedup_exact_near_and_repeated_ids_keep_first():
@@ -171,6 +211,17 @@ def test_ngram_overlap_is_case_and_punctuation_insensitive():
         "",
     ]
     assert index.contains(texts).tolist() == [True, False, True, False, False]
+
+
+def test_ngram_match_depends_on_token_order():
+    tokens = [f"t{i}" for i in range(13)]
+    index = NgramIndex.from_texts([" ".join(tokens)])
+    permuted = []
+    for i, j in [(1, 2), (3, 4), (9, 10), (0, 5), (11, 12)]:
+        swapped = list(tokens)
+        swapped[i], swapped[j] = swapped[j], swapped[i]
+        permuted.append(" ".join(swapped))
+    assert index.contains([" ".join(tokens), *permuted]).tolist() == [True] + [False] * len(permuted)
 
 
 def test_contaminated_fields_names_fields():
