@@ -1,6 +1,6 @@
 """Read an evaluation folder in the mteb / Hub retrieval layout with `datasets.load_dataset(folder, config)`.
 
-Configs (declared in the folder's README.md YAML, as on the Hub): `corpus` (`_id`, `title`, `text`), `queries`
+Configs (declared in the folder's README.md YAML, as on the Hub): `corpus` (`_id`, `text`, optional `title`), `queries`
 (`_id`, `text`), `default` (qrels: `query-id`, `corpus-id`, `score`), and the optional `instruction` (`query-id`,
 `instruction`), `top_ranked` (`query-id`, `corpus-ids`: candidates to rerank) and `qrel_diff` (`query-id` without the
 `-og`/`-changed` suffix, `corpus-ids`: documents whose relevance changed, FollowIR). Like mteb, a config's split is
@@ -59,17 +59,18 @@ def _cache_dir(folder: str) -> str:
     return str(Path(datasets.config.HF_DATASETS_CACHE) / "infembed_eval" / digest.hexdigest()[:16])
 
 
-def _load(folder: str, config: str, columns: tuple[str, ...]) -> dict[str, list]:
+def _load(folder: str, config: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, list]:
+    """The config's columns as lists; `optional` columns are returned only where the config has them."""
     try:
         ds = load_dataset(folder, config, split=_split(folder, config), cache_dir=_cache_dir(folder))
     except ValueError as e:
         if "corresponds to no data" in str(e):  # datasets' answer for a config whose files hold 0 rows
-            return {c: [] for c in columns}
+            return {c: [] for c in columns + optional}
         raise EvalDataError(f"{folder}: cannot load config {config!r} ({e})") from None
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
         raise EvalDataError(f"{folder}: config {config!r} lacks column(s) {missing}; it has {ds.column_names}")
-    return {c: ds[c] for c in columns if c in ds.column_names}
+    return {c: ds[c] for c in columns + optional if c in ds.column_names}
 
 
 def load_eval_dataset(folder: str | Path, name: str | None = None) -> EvalDataset:
@@ -90,7 +91,7 @@ def load_eval_dataset(folder: str | Path, name: str | None = None) -> EvalDatase
         )
     resolved = {c: c if c in configs else aliases[c] for c in REQUIRED_CONFIGS}
 
-    corpus = _load(folder, resolved["corpus"], ("_id", "text", "title"))
+    corpus = _load(folder, resolved["corpus"], ("_id", "text"), optional=("title",))  # mteb: title is optional
     if not corpus["_id"]:
         raise EvalDataError(f"{folder}: the corpus is empty (0 documents)")
     corpus_ids = [str(i) for i in corpus["_id"]]

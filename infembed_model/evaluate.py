@@ -69,6 +69,14 @@ def _parameters_digest(model) -> str:
     return digest.hexdigest()
 
 
+def _tokenizer_settings(tokenizer) -> dict | None:
+    """What of a tokenizer changes the vectors besides its vocabulary file."""
+    if tokenizer is None:
+        return None
+    keys = ("name_or_path", "padding_side", "truncation_side", "model_max_length", "pad_token")
+    return {"class": type(tokenizer).__name__, "size": len(tokenizer), **{k: getattr(tokenizer, k, None) for k in keys}}
+
+
 def as_retriever(model, batch_size: int = 32, cache_dir: Path | None = None):
     """A retriever from a model spec string, a loaded InF-Embed model or SentenceTransformer, or a retriever."""
     if isinstance(model, DenseRetriever | Bm25Retriever):
@@ -76,13 +84,27 @@ def as_retriever(model, batch_size: int = 32, cache_dir: Path | None = None):
     if isinstance(model, str):
         return load_retriever(model, batch_size, cache_dir)
     name = Path(str(getattr(model, "name_or_path", "") or type(model).__name__)).name or type(model).__name__
-    identity = json.dumps({"class": type(model).__name__, "weights": _parameters_digest(model)})
+    # same weights under another pooling, normalisation, template or max length give other vectors
+    config = getattr(model, "config", None)
+    identity = {
+        "class": type(model).__name__,
+        "weights": _parameters_digest(model),
+        "config": config.to_dict() if hasattr(config, "to_dict") else None,
+        "tokenizer": _tokenizer_settings(getattr(model, "tokenizer", None)),
+    }
     if hasattr(model, "encode_passages"):
-        return from_infembed(model, name, identity, batch_size, cache_dir)
+        return from_infembed(model, name, json.dumps(identity, sort_keys=True, default=str), batch_size, cache_dir)
     from sentence_transformers import SentenceTransformer
 
     if isinstance(model, SentenceTransformer):
-        identity = json.dumps({"st": identity, "prompts": model.prompts, "max_seq_length": model.max_seq_length})
+        identity["st"] = {
+            "prompts": model.prompts,
+            "default_prompt_name": model.default_prompt_name,
+            "max_seq_length": model.max_seq_length,
+            "similarity": str(model.similarity_fn_name),
+            "modules": [[type(m).__name__, getattr(m, "get_config_dict", dict)()] for m in model],
+        }
+        identity = json.dumps(identity, sort_keys=True, default=str)
         return from_sentence_transformer(model, name, identity, batch_size, cache_dir)
     raise TypeError(f"cannot evaluate a {type(model).__name__}: give a model path, Hub id, 'bm25' or a loaded model")
 
@@ -189,8 +211,16 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         return _fail(str(e))
     output = Path(args.output)
     folders, used = [], set()
+    for spec in args.model:  # a mistyped folder is caught before any model runs
+        if spec.startswith(("/", ".", "~")) and not Path(spec).expanduser().exists():
+            return _fail(f"cannot load model {spec!r}: no such folder")
     for spec in args.model:
-        retriever = load_retriever(spec, args.batch_size, Path(args.cache_dir) if args.cache_dir else None)
+        try:  # a mistyped path or Hub id: transformers / sentence-transformers raise OSError or ValueError
+            retriever = load_retriever(spec, args.batch_size, Path(args.cache_dir) if args.cache_dir else None)
+        except (OSError, ValueError) as e:
+            if folders:  # keep the report of the models already evaluated
+                write_report(output, folders)
+            return _fail(f"cannot load model {spec!r}: {' '.join(str(e).split())}")
         name = slug(retriever.name)
         while name in used:
             name += "_"

@@ -46,7 +46,9 @@ def write_eval_folder(output: str | Path, tables: dict[str, list[dict]], pretty_
     from huggingface_hub import DatasetCard, DatasetCardData
 
     output = Path(output)
-    if output.exists():
+    if output.exists() and not (output.is_dir() and not any(output.iterdir())):
+        if not is_eval_folder(output):
+            raise MakeEvalError(f"{output}: exists and is not an evaluation folder (not replaced)")
         shutil.rmtree(output)
     configs = []
     for config, rows in tables.items():
@@ -69,6 +71,37 @@ def write_eval_folder(output: str | Path, tables: dict[str, list[dict]], pretty_
     )
     DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(output / "README.md")
     return output
+
+
+def is_eval_folder(folder: Path) -> bool:
+    """True for a folder that write_eval_folder wrote: its README's tags and configs, and nothing else in it."""
+    from huggingface_hub import DatasetCard
+
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return False
+    try:
+        data = DatasetCard.load(readme).data.to_dict()
+    except Exception:  # an unreadable card is not ours
+        return False
+    configs = {c.get("config_name") for c in data.get("configs") or [] if isinstance(c, dict)}
+    entries = {p.name for p in folder.iterdir()}
+    return (
+        "information-retrieval" in (data.get("tags") or [])
+        and "corpus" in configs
+        and configs <= set(FEATURES)
+        and entries <= configs | {"README.md"}
+    )
+
+
+def _score(value, where: str, field: str, doc: str) -> int:
+    """A qrel score as an int; anything else is the input's error, named by line, field and document."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise MakeEvalError(f"{where}: {field}[{doc!r}] must be an integer score, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MakeEvalError(f"{where}: {field}[{doc!r}] must be an integer score, got {value!r}") from None
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -111,16 +144,18 @@ def from_followir(queries_path: str | Path, corpus_path: str | Path) -> dict[str
             unknown = set(row[field]) - known
             if unknown:
                 raise MakeEvalError(f"{where}: {field} names {len(unknown)} document(s) not in {corpus_path}")
+        qrels = {
+            key: {d: _score(s, where, f"qrels_{key}", d) for d, s in row[f"qrels_{key}"].items()}
+            for key in ("og", "changed")
+        }
         for suffix, key in (("og", "og"), ("changed", "changed")):
             q = f"{qid}-{suffix}"
             tables["queries"].append({"_id": q, "text": row["query"]})
             tables["instruction"].append({"query-id": q, "instruction": row[f"instruction_{key}"] or ""})
-            tables["default"] += [
-                {"query-id": q, "corpus-id": d, "score": int(s)} for d, s in row[f"qrels_{key}"].items()
-            ]
+            tables["default"] += [{"query-id": q, "corpus-id": d, "score": s} for d, s in qrels[key].items()]
             if row.get("candidates"):
                 tables["top_ranked"].append({"query-id": q, "corpus-ids": [str(d) for d in row["candidates"]]})
-        og, changed = row["qrels_og"], row["qrels_changed"]
+        og, changed = qrels["og"], qrels["changed"]
         diff = [d for d, s in og.items() if s > 0 and changed.get(d, 0) <= 0]
         if diff:
             tables["qrel_diff"].append({"query-id": qid, "corpus-ids": diff})
@@ -187,7 +222,9 @@ def add_parser(subparsers) -> None:
     source.add_argument("--from-infir", metavar="DIR_OR_FILE", help="InF-IR repo folder, .jsonl or .parquet")
     p.add_argument("--corpus", metavar="CORPUS_JSONL", help="corpus for --followir")
     p.add_argument("--split", default="msmarco_holdout", help="split of the InF-IR repo (default: msmarco_holdout)")
-    p.add_argument("--output", required=True, help="output folder (replaced)")
+    p.add_argument(
+        "--output", required=True, help="output folder (an earlier evaluation folder there is replaced, nothing else)"
+    )
     p.add_argument("--name", help="pretty name in the README")
     p.set_defaults(func=run)
 
@@ -208,9 +245,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             except ValueError as e:  # datasets: unknown split
                 raise MakeEvalError(f"{where}: {e}") from None
             tables = from_infir(rows, where)
+        out = write_eval_folder(args.output, tables, args.name or Path(args.output).name)
     except (MakeEvalError, FileNotFoundError) as e:
         print(f"infembed make-eval: error: {e}", file=sys.stderr)
         return 2
-    out = write_eval_folder(args.output, tables, args.name or Path(args.output).name)
     print(f"{out}: " + ", ".join(f"{c} {len(r)}" for c, r in tables.items()))
     return 0

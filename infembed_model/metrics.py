@@ -71,9 +71,14 @@ def robustness_at_10(scores: dict[str, dict[str, float]]) -> float:
 
 
 def has_variants(query_ids: list[str]) -> bool:
-    """True when query ids look like InstructIR's `<base>_<variant>` with several variants of one base."""
-    bases = [q.split("_")[0] for q in query_ids if "_" in q]
-    return len(bases) == len(query_ids) and len(set(bases)) < len(bases)
+    """True when query ids look like InstructIR's `<base>_<variant>`: every id has a variant, and at least two base
+    ids each have two or more. Ordinary ids like `test_0`, `test_1` (one base) or `q_1`, `r_1` (one each) do not."""
+    if not query_ids or not all("_" in q for q in query_ids):
+        return False
+    counts: dict[str, int] = defaultdict(int)
+    for q in query_ids:
+        counts[q.split("_")[0]] += 1
+    return len(counts) >= 2 and all(n >= 2 for n in counts.values())
 
 
 def evaluate_run(qrels: Qrels, run: Run, qrel_diff: dict[str, list[str]] | None = None) -> dict[str, float]:

@@ -3,7 +3,8 @@
 mteb hands each query batch over as `{"id", "text", "query", "instruction"}` where `text` is mteb's own
 "query instruction" concatenation; the wrapper ignores `text` for queries and calls the retriever's
 `encode_queries(batch["query"], batch["instruction"])`, so every model sees its instruction exactly as in
-`infembed eval` on a local folder (see `retrievers.py`). Passages are `batch["text"]` ("title text").
+`infembed eval` on a local folder (see `retrievers.py`). Passages are `batch["text"]` ("title text"), encoded through
+the retriever's passage cache, so a second run (e.g. without instructions) encodes none.
 """
 
 import hashlib
@@ -47,15 +48,15 @@ class RetrieverEncoder(AbsEncoder):
 
     def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
         is_query = prompt_type is not None and prompt_type.value == "query"
+        if not is_query:  # all of mteb's documents at once, through the passage cache shared with `infembed eval`
+            texts = [t for batch in inputs for t in batch["text"]]
+            return np.asarray(self.retriever.passage_vectors(texts), dtype=np.float32)
         out = []
         for batch in inputs:
-            if is_query:
-                queries = list(batch.get("query", batch["text"]))
-                given = batch.get("instruction") if self.use_instructions else None
-                instructions = [i or "" for i in given] if given is not None else [""] * len(queries)
-                out.append(self.retriever.encode_queries(queries, instructions))
-            else:
-                out.append(self.retriever.encode_passages(list(batch["text"])))
+            queries = list(batch.get("query", batch["text"]))
+            given = batch.get("instruction") if self.use_instructions else None
+            instructions = [i or "" for i in given] if given is not None else [""] * len(queries)
+            out.append(self.retriever.encode_queries(queries, instructions))
         return np.concatenate(out).astype(np.float32)
 
 

@@ -140,15 +140,30 @@ def _bars(models: list[dict], metric: str, path: Path) -> bool:
     return True
 
 
+def _make_names_unique(models: list[dict], folders: list[Path]) -> None:
+    """Models sharing a display name (several runs under --compare, two models named alike in one run) are told
+    apart by their folders, which `infembed eval` already made unique within a run; a numeric suffix settles the rest.
+    """
+    names = [m["name"] for m in models]
+    for m, folder in zip(models, folders, strict=True):
+        if names.count(m["name"]) > 1:
+            m["name"] = f"{folder.parent.name}/{folder.name}"
+    seen: set[str] = set()
+    for m in models:
+        name, n = m["name"], 1
+        while name in seen:
+            n += 1
+            name = f"{m['name']} ({n})"
+        m["name"] = name
+        seen.add(name)
+
+
 def write_report(output_dir: str | Path, model_folders: list[Path]) -> Path:
     """Write output_dir/report.md, output_dir/metrics.json ({model: {dataset: {metric}}}) and the PNG plots."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    models = [load_model_results(f) for f in model_folders]
-    names = [m["name"] for m in models]
-    for m, folder in zip(models, model_folders, strict=True):
-        if names.count(m["name"]) > 1:  # the same model from several runs (--compare): tell them apart
-            m["name"] = f"{folder.parent.name}/{m['name']}"
+    models = [load_model_results(Path(f)) for f in model_folders]
+    _make_names_unique(models, [Path(f) for f in model_folders])
     combined = {}
     for m in models:
         if m["with"]:

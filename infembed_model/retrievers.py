@@ -158,8 +158,10 @@ class Bm25Retriever:
 
 
 def _file_stamp(folder: Path) -> list[tuple[str, int, int]]:
-    patterns = ("*.safetensors", "*.bin", "config*.json", "modules.json", "tokenizer*.json")
-    files = sorted({f for p in patterns for f in folder.glob(p)} | set(folder.glob("*/*.safetensors")))
+    """Size and mtime of every file that shapes the vectors: weights, configs (also the sentence-transformers modules'
+    `1_Pooling/config.json`, `sentence_bert_config.json`), tokenizer files, and the remote code."""
+    patterns = ("*.safetensors", "*.bin", "*.json", "*.py", "*.txt", "*.model", "*/*.safetensors", "*/*.json")
+    files = sorted({f for p in patterns for f in folder.glob(p) if f.is_file()})
     return [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 

@@ -25,6 +25,7 @@ import torch
 from transformers import HfArgumentParser, PreTrainedConfig, Trainer, TrainingArguments, set_seed
 
 from .configuration_infembed import COMBINES, LOSS_MODES, LOSS_TERMS, POOLINGS
+from .model_card import LOSS_CURVE, TRAINING_RECORD, write_model_card
 from .modeling_infembed import RECORD_FIELDS, InfEmbedModel
 
 # Linear layers LoRA adapts, per backbone family (LIBRARIES.md §6); the first family present in the backbone wins.
@@ -35,8 +36,6 @@ LORA_TARGET_FAMILIES = (
 )
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 ADAPTER_SUBFOLDER = "adapter"
-LOSS_CURVE = "loss_curve.png"
-TRAINING_ARGS_FILE = "training_args.json"
 
 
 class TrainError(Exception):
@@ -373,7 +372,6 @@ def write_run_record(
     out: Path, args, training, trainer, model, result, train_size: int, eval_rows, command: list[str] | None
 ) -> None:
     """`training_args.json`, the loss curve and the model card."""
-    from .model_card import write_model_card
     from .training_eval import plot_loss_curve
 
     model_config = {
@@ -393,7 +391,7 @@ def write_run_record(
         "train_loss": result.training_loss,
         "log_history": trainer.state.log_history,
     }
-    (out / TRAINING_ARGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     plot_loss_curve(trainer.state.log_history, out / LOSS_CURVE)
     write_model_card(out)
 

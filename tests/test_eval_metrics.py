@@ -124,3 +124,15 @@ def test_p_mrr_hand_checked():
         "q2-changed": {"d1": 3.0, "d2": 2.0, "d3": 1.0},
     }
     assert p_mrr(run, {"q1": ["d2"], "q2": ["d1", "d9"]}) == pytest.approx((0.5 - 1 / 3) / 2)
+
+
+def test_robustness_needs_several_bases_with_several_variants():
+    from infembed_model.metrics import has_variants
+
+    assert has_variants(["b1_0", "b1_1", "b2_0", "b2_1", "b2_2"])  # InstructIR: two bases, each with variants
+    assert not has_variants(["test_0", "test_1", "test_2"])  # one base: ordinary ids
+    assert not has_variants(["a_1", "b_1", "c_1", "c_2"])  # a and b have a single "variant"
+    assert not has_variants(["q_0", "q_1", "r"])
+    qrels = {f"test_{i}": {"d1": 1} for i in range(3)}
+    run = {q: {"d1": 1.0, "d2": 0.5} for q in qrels}
+    assert "robustness_at_10" not in evaluate_run(qrels, run)

@@ -252,8 +252,12 @@ def test_mteb_path_on_local_followir_folder_matches_own_p_mrr(followir_folder, s
     theirs = theirs["Robust04InstructionRetrieval"]
     assert abs(theirs["p-MRR"] - ours["p-MRR"]) < 1e-9
     assert theirs["ndcg_at_10"] == pytest.approx(ours["ndcg_at_10"], abs=1e-5)  # mteb rounds to 5 digits
+    encoded = []  # the run without instructions takes every passage vector from the cache
+    encode = retriever.encode_passages
+    retriever.encode_passages = lambda ps: encoded.append(len(ps)) or encode(ps)
     without = evaluate(retriever, [f"Robust04InstructionRetrieval={followir_folder}"], instructions=False)
     assert without["Robust04InstructionRetrieval"]["p-MRR"] == 0.0
+    assert encoded == []
 
 
 @pytest.mark.slow
@@ -291,3 +295,110 @@ def test_all_minilm_retrieves_real_text(tmp_path):
     assert infembed("eval", "--model", model, "--data", folder, "--output", out, "--cache-dir", tmp_path / "c") == 0
     metrics = json.loads((out / "model" / "metrics.json").read_text())["tiny-real"]
     assert metrics["ndcg_at_1"] == 1.0 and metrics["mrr_at_10"] == 1.0
+
+
+def test_loaded_model_cache_follows_its_config(followir_folder, backbone_dir, tmp_path):
+    # same weights, other pooling: other vectors, so the cached passages of the first must not be reused
+    from infembed_model import InfEmbedModel
+    from infembed_model.evaluate import as_retriever
+
+    cache = tmp_path / "cache"
+    cls = as_retriever(InfEmbedModel.from_backbone(str(backbone_dir("bert")), pooling="cls"), cache_dir=cache)
+    mean = as_retriever(InfEmbedModel.from_backbone(str(backbone_dir("bert")), pooling="mean"), cache_dir=cache)
+    evaluate(cls, [followir_folder])
+    cached = evaluate(mean, [followir_folder])
+    assert mean.passages_encoded == 30
+    fresh = as_retriever(InfEmbedModel.from_backbone(str(backbone_dir("bert")), pooling="mean"))
+    assert cached == evaluate(fresh, [followir_folder], cache_dir=tmp_path / "other")
+
+
+@pytest.mark.parametrize(
+    "kind, touched",
+    [
+        ("st", "sentence_bert_config.json"),
+        ("st", "1_Pooling/config.json"),
+        ("st", "config_sentence_transformers.json"),
+        ("infembed", "modeling_infembed.py"),
+    ],
+)
+def test_cache_identity_follows_module_configs_and_code(st_dir, infembed_dir, kind, touched):
+    folder = st_dir if kind == "st" else infembed_dir
+    before = load_retriever(str(folder)).identity
+    path = folder / touched
+    path.write_text(path.read_text())  # same content, new mtime: the file may have changed
+    assert load_retriever(str(folder)).identity != before
+
+
+def test_corpus_without_title_column(tmp_path):
+    from infembed_model.eval_data import load_eval_dataset
+
+    folder = tmp_path / "no-title"
+    tables = {
+        "corpus": [{"_id": "d1", "text": "w1 w2"}, {"_id": "d2", "text": "w3"}],
+        "queries": [{"_id": "q1", "text": "w1"}],
+        "default": [{"query-id": "q1", "corpus-id": "d1", "score": 1}],
+    }
+    for config, rows in tables.items():
+        (folder / config).mkdir(parents=True)
+        Dataset.from_list(rows).to_parquet(folder / config / "test.parquet")
+    configs = "".join(f"- config_name: {c}\n  data_files: {c}/test.parquet\n" for c in tables)
+    (folder / "README.md").write_text(f"---\nconfigs:\n{configs}---\n")
+    data = load_eval_dataset(folder)
+    assert data.corpus_ids == ["d1", "d2"] and data.corpus_texts == ["w1 w2", "w3"]
+    assert evaluate("bm25", [data])["no-title"]["ndcg_at_1"] == 1.0
+
+
+def test_report_keeps_models_with_the_same_name_apart(tmp_path):
+    from infembed_model.report import write_report
+
+    out = tmp_path / "out"
+    for folder, value in (("model", 0.1), ("model_", 0.9)):  # `infembed eval` made the folder names unique
+        (out / folder).mkdir(parents=True)
+        (out / folder / "model.json").write_text(json.dumps({"name": "model", "instruction_format": "x"}))
+        (out / folder / "metrics.json").write_text(json.dumps({"ds": {"ndcg_at_10": value}}))
+    write_report(out, [out / "model", out / "model_"])
+    combined = json.loads((out / "metrics.json").read_text())
+    assert sorted(v["ds"]["ndcg_at_10"] for v in combined.values()) == [0.1, 0.9]
+    assert (out / "report.md").read_text().count("| ds |") == 2
+
+
+@pytest.mark.parametrize("spec", ["/nonexistent/model", "no-such-org/no-such-model"])
+def test_eval_unknown_model_one_line(followir_folder, tmp_path, capsys, spec):
+    out = tmp_path / "out"
+    assert infembed("eval", "--model", "bm25", spec, "--data", followir_folder, "--output", out) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"infembed eval: error: cannot load model {spec!r}")
+    if spec.startswith("/"):  # a missing folder is found before any model runs
+        assert not out.exists()
+    else:  # a Hub id fails on loading: the models evaluated before it keep their report
+        assert "bm25" in json.loads((out / "metrics.json").read_text())
+
+
+def test_make_eval_replaces_only_an_evaluation_folder(followir_jsonl, tmp_path, capsys):
+    root, _ = followir_jsonl
+    args = ["make-eval", "--followir", root / "queries.jsonl", "--corpus", root / "corpus.jsonl", "--output"]
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert infembed(*args, precious) == 2
+    assert "exists and is not an evaluation folder" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert infembed(*args, out) == 0  # an empty folder is filled
+    assert infembed(*args, out) == 0  # an evaluation folder is replaced
+    (out / "notes.txt").write_text("mine")  # ... unless something else was put in it
+    assert infembed(*args, out) == 2
+    assert (out / "notes.txt").exists() and (out / "corpus" / "test.parquet").exists()
+
+
+def test_make_eval_non_numeric_score(tmp_path, capsys):
+    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "w1"}\n')
+    line = {"id": "q1", "query": "w1", "instruction_og": "w2", "instruction_changed": "w3"}
+    (tmp_path / "q.jsonl").write_text(json.dumps({**line, "qrels_og": {"d1": 1}, "qrels_changed": {"d1": "high"}}))
+    args = ["--corpus", tmp_path / "c.jsonl", "--output", tmp_path / "o"]
+    assert infembed("make-eval", "--followir", tmp_path / "q.jsonl", *args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "q.jsonl:1: qrels_changed['d1'] must be an integer score, got 'high'" in err

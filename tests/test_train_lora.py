@@ -1,5 +1,6 @@
 """LoRA through peft: targets found per backbone family, the adapter saved for the Hub, merged weights equal it."""
 
+import ast
 import json
 
 import pytest
@@ -80,7 +81,16 @@ def test_lora_without_merge_writes_an_adapter_folder(repo, backbone_dir, tmp_pat
     assert sorted(config["target_modules"]) == ["query", "value"]
     # The adapter names a local backbone: not publishable until --base-model-id gives the Hub id.
     assert any("base_model_name_or_path" in problem for problem in check_folder(out))
-    assert "PeftModel.from_pretrained" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "PeftModel.from_pretrained" in card
+    assert "only `transformers`" not in card  # the adapter needs peft and infir, not just transformers
+    # the snippet rebuilds the base with the trained model's settings, or its vectors would differ
+    snippet = card.split("base = InfEmbedModel.from_backbone(")[1].split("\n)\n")[0]
+    call = ast.parse(f"f({snippet})").body[0].value
+    given = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    trained = json.loads((out / "training_args.json").read_text())["model_config"]
+    for key in ("combine", "pooling", "query_template", "normalize", "query_max_length", "passage_max_length"):
+        assert given[key] == trained[key], key
 
 
 def test_lora_with_gradient_checkpointing_trains_the_adapter(repo, backbone_dir, tmp_path):
