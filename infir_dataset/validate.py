@@ -65,23 +65,6 @@ def _field_reasons(row: dict[str, Any]) -> list[str]:
     return reasons
 
 
-def _head(text: str) -> str:
-    """`normalise` of the text's start, cut at a space: it is a prefix of `normalise(text)` (a cut inside a word
-    could lowercase differently, e.g. a final sigma), and cheap to compute."""
-    return normalise(text[: max(text.rfind(" ", 0, 64), 0)])
-
-
-def _same(a: Any, b: Any) -> bool:
-    if not (isinstance(a, str) and isinstance(b, str)):
-        return False
-    if a == b:
-        return True
-    # Texts whose normalised starts disagree cannot be equal: this spares normalising most whole passages.
-    head_a, head_b = _head(a), _head(b)
-    k = min(len(head_a), len(head_b))
-    return head_a[:k] == head_b[:k] and normalise(a) == normalise(b)
-
-
 _DIFFERENT = (
     ("instruction_negative", "instruction_positive", "same_instruction"),
     ("query_negative", "query_positive", "same_query"),
@@ -89,8 +72,13 @@ _DIFFERENT = (
 )
 
 
+_COMPARED = tuple(dict.fromkeys(field for a, b, _ in _DIFFERENT for field in (a, b)))
+
+
 def _difference_reasons(row: dict[str, Any]) -> list[str]:
-    return [f"{code}: {a} equals {b}" for a, b, code in _DIFFERENT if _same(row.get(a), row.get(b))]
+    """Parts that must differ but are equal once case, punctuation and spacing are ignored."""
+    norm = {field: normalise(row[field]) for field in _COMPARED if isinstance(row.get(field), str)}
+    return [f"{code}: {a} equals {b}" for a, b, code in _DIFFERENT if a in norm and b in norm and norm[a] == norm[b]]
 
 
 def _identity_reasons(row: dict[str, Any]) -> list[str]:
