@@ -274,3 +274,9 @@ def test_eval_inputs_errors(tmp_path):
     no_text.write_text('{"_id": "1"}\n')
     with pytest.raises(InputError, match="no evaluation texts"):
         list(load_eval_texts([no_text]))
+
+
+def test_the_separator_table_deletes_every_character_str_split_splits_on():
+    from infir_dataset.validate import _SPACES
+
+    assert set(_SPACES) == {c for c in map(chr, range(0x110000)) if c.isspace()}
