@@ -487,16 +487,28 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         return self._encode_texts(passages, self.config.passage_max_length, batch_size)
 
     def _encode_texts(self, texts: list[str], max_length: int, batch_size: int) -> torch.Tensor:
-        """Longest texts first (less padding per batch), then back to input order."""
-        order = sorted(range(len(texts)), key=lambda n: -len(texts[n]))
+        """Tokenize all texts in one call, batch them longest first (the least padding), then restore input order."""
+        ids = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda n: -len(ids[n]))
         chunks = []
         with _eval_mode(self):
             for start in range(0, len(texts), batch_size):
-                batch = [texts[n] for n in order[start : start + batch_size]]
-                tokens = self._tokenize(batch, max_length)
-                chunks.append(self.embed(tokens["input_ids"], tokens["attention_mask"]).float().cpu())
+                input_ids, attention_mask = self._pad([ids[n] for n in order[start : start + batch_size]])
+                chunks.append(self.embed(input_ids, attention_mask).float().cpu())
         embeddings = torch.cat(chunks)
         return embeddings[torch.tensor(order).argsort()]
+
+    def _pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token id lists -> input_ids and attention_mask [n, L], padded on the tokenizer's side."""
+        length = max(map(len, sequences))
+        input_ids = torch.full((len(sequences), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        left = self.tokenizer.padding_side == "left"
+        for row, sequence in enumerate(sequences):
+            span = slice(length - len(sequence), length) if left else slice(0, len(sequence))
+            input_ids[row, span] = torch.tensor(sequence)
+            attention_mask[row, span] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
 
     def _encode_attention(self, instructions: list[str], queries: list[str], batch_size: int) -> torch.Tensor:
         order = sorted(range(len(queries)), key=lambda n: -len(queries[n]) - len(instructions[n]))
