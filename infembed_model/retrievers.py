@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from . import is_infembed
 from .eval_data import EvalDataset
 from .metrics import Run
 
@@ -181,13 +182,6 @@ def _identity(name_or_path: str, kind: str, extra: dict) -> str:
     return json.dumps({"model": name_or_path, "folder": str(folder), "kind": kind, "files": stamp, **extra})
 
 
-def is_infembed(name_or_path: str) -> bool:
-    folder = _local_folder(name_or_path)
-    if folder is None or not (folder / "config.json").exists():
-        return False
-    return json.loads((folder / "config.json").read_text()).get("model_type") == "infembed"
-
-
 def display_name(name_or_path: str) -> str:
     """A readable model name: the Hub id as given, or the folder's name."""
     return Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
@@ -231,7 +225,11 @@ def load_retriever(spec: str, batch_size: int = 32, cache_dir: Path | None = Non
     if spec.lower() == "bm25":
         return Bm25Retriever()
     name = display_name(spec)
-    if is_infembed(spec):
+    try:
+        infembed = is_infembed(spec)
+    except (OSError, ValueError):  # an unreachable or malformed name: the loader below reports it
+        infembed = False
+    if infembed:
         import torch
         from transformers import AutoModel
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser, PreTrainedConfig, Trainer, TrainingArguments, set_seed
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
+from . import is_infembed
 from .configuration_infembed import COMBINES, LOSS_MODES, LOSS_TERMS, POOLINGS
 from .model_card import LOSS_CURVE, TRAINING_RECORD, write_model_card
 from .modeling_infembed import RECORD_FIELDS, InfEmbedModel
@@ -224,13 +225,11 @@ def _records(dataset, data: str, split: str):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def is_infembed_folder(name_or_path: str) -> bool:
-    """An InF-Embed model (folder or Hub id): its config.json says `"model_type": "infembed"`."""
+def _is_infembed_backbone(name_or_path: str) -> bool:
     try:
-        config, _ = PreTrainedConfig.get_config_dict(name_or_path)
+        return is_infembed(name_or_path)
     except (OSError, ValueError) as e:
         raise TrainError(f"cannot read backbone {name_or_path!r}: {e}") from None
-    return config.get("model_type") == "infembed"
 
 
 def build_model(args: InfEmbedTrainArguments) -> InfEmbedModel:
@@ -238,7 +237,7 @@ def build_model(args: InfEmbedTrainArguments) -> InfEmbedModel:
     kwargs = {"dtype": DTYPES[args.model_dtype], "attn_implementation": args.attn_implementation}
     overrides = args.config_overrides()
     try:
-        if is_infembed_folder(args.backbone):
+        if _is_infembed_backbone(args.backbone):
             model = InfEmbedModel.from_pretrained(args.backbone, **kwargs, **overrides)
         else:
             model = InfEmbedModel.from_backbone(args.backbone, **kwargs, **overrides)

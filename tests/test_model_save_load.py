@@ -68,6 +68,14 @@ def test_folder_holds_safetensors_code_config_and_tokenizer(saved):
         }
 
 
+def test_is_infembed_tells_a_saved_model_from_its_backbone(saved, backbone_dir, tmp_path):
+    from infembed_model import is_infembed
+
+    assert all(is_infembed(str(folder)) for _, folder in saved)
+    assert not is_infembed(str(backbone_dir("bert")))
+    assert not is_infembed(str(tmp_path))  # no config.json
+
+
 def test_fresh_process_without_the_package_gives_the_same_embeddings(saved, tmp_path):
     out = tmp_path / "embeddings.safetensors"
     argument = json.dumps([[str(folder) for _, folder in saved], QUERIES, INSTRUCTIONS, PASSAGES, str(out)])
