@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 from huggingface_hub import ModelCard
-from huggingface_hub.utils import HFValidationError, filter_repo_objects, validate_repo_id
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from infir_dataset.hub_files import files_uploaded, human_size
 
 # Training state and anything pickled stays local.
 IGNORE_PATTERNS = ["checkpoint-*/", "runs/", ".cache/", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", ".git/"]
@@ -33,14 +35,8 @@ class PushError(Exception):
 
 
 def files_to_upload(folder: Path) -> list[Path]:
-    """Paths (relative to `folder`) that `upload_folder` will send, with the same ignore rules."""
-    every = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    return [Path(p) for p in filter_repo_objects(every, ignore_patterns=_expanded(IGNORE_PATTERNS))]
-
-
-def _expanded(patterns: list[str]) -> list[str]:
-    """huggingface_hub's rule: a pattern ending in `/` means everything under that folder."""
-    return [p + "*" if p.endswith("/") else p for p in patterns]
+    """Paths (relative to `folder`) that the upload sends."""
+    return files_uploaded(folder, IGNORE_PATTERNS)
 
 
 def check_folder(folder: Path) -> list[str]:
@@ -87,14 +83,6 @@ def _check_card(folder: Path) -> list[str]:
     return problems
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
-
-
 def push(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False) -> list[Path]:
     """Check `folder`, then create `repo_id` (if needed) and upload it; returns the uploaded paths."""
     folder = Path(folder)
@@ -111,11 +99,11 @@ def push(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool 
     total = sum((folder / f).stat().st_size for f in files)
     visibility = "private" if private else "public"
     print(
-        f"{'would upload' if dry_run else 'uploading'} {len(files)} files ({_size(total)}) to {visibility} "
+        f"{'would upload' if dry_run else 'uploading'} {len(files)} files ({human_size(total)}) to {visibility} "
         f"https://huggingface.co/{repo_id}"
     )
     for f in files:
-        print(f"  {_size((folder / f).stat().st_size):>9}  {f.as_posix()}")
+        print(f"  {human_size((folder / f).stat().st_size):>9}  {f.as_posix()}")
     if dry_run:
         return files
 
@@ -133,7 +121,7 @@ def push(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool 
             repo_id=repo_id,
             folder_path=folder,
             repo_type="model",
-            ignore_patterns=IGNORE_PATTERNS,
+            ignore_patterns=list(IGNORE_PATTERNS),  # upload_folder appends its defaults to the list it is given
             commit_message="Upload InF-Embed model",
         )
     except (HfHubHTTPError, OSError) as e:

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .build_repo import REJECTS
+from .hub_files import files_uploaded, human_size
 from .validate import SPLIT_NAME
 
 IGNORE_PATTERNS = [REJECTS, ".*", ".*/**"]
@@ -27,11 +28,8 @@ class CardError(Exception):
 
 
 def upload_files(folder: Path) -> list[Path]:
-    """The files `upload_folder` will send (relative paths): its own filter, with our and its default patterns."""
-    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
-
-    every = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
-    return [Path(p) for p in filter_repo_objects(every, ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS)]
+    """The files (relative paths) that the upload sends."""
+    return files_uploaded(folder, IGNORE_PATTERNS)
 
 
 def card_for(readme: str, repo_id: str) -> str:
@@ -117,16 +115,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _size(n: float) -> str:
-    if n < 1024:
-        return f"{n:.0f} B"
-    for unit in ("KB", "MB"):
-        n /= 1024
-        if n < 1024:
-            return f"{n:.1f} {unit}"
-    return f"{n / 1024:.1f} GB"
-
-
 def run(args: argparse.Namespace) -> int:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -152,10 +140,10 @@ def run(args: argparse.Namespace) -> int:
         for rel in files:
             size = (folder / rel).stat().st_size
             total += size
-            print(f"{_size(size):>10}  {rel.as_posix()}")
+            print(f"{human_size(size):>10}  {rel.as_posix()}")
         configs = ", ".join(c["config_name"] for c in metadata["configs"])
         visibility = "private" if args.private else "public"
-        print(f"{_size(total):>10}  total, {len(files)} files (not uploaded: {REJECTS})")
+        print(f"{human_size(total):>10}  total, {len(files)} files (not uploaded: {REJECTS})")
         print(f"card metadata OK: license {metadata['license']}, configs {configs}")
         print(f"dry run: would upload to https://huggingface.co/datasets/{args.repo_id} ({visibility})")
         return 0
