@@ -511,22 +511,18 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         return input_ids.to(self.device), attention_mask.to(self.device)
 
     def _encode_attention(self, instructions: list[str], queries: list[str], batch_size: int) -> torch.Tensor:
-        order = sorted(range(len(queries)), key=lambda n: -len(queries[n]) - len(instructions[n]))
+        """As `_encode_texts`, for (instruction, query) pairs that `embed_attention` encodes apart."""
+        instr_ids = self.tokenizer(instructions, truncation=True, max_length=self.config.query_max_length)["input_ids"]
+        query_ids = self.tokenizer(queries, truncation=True, max_length=self.config.query_max_length)["input_ids"]
+        order = sorted(range(len(queries)), key=lambda n: -len(instr_ids[n]) - len(query_ids[n]))
         chunks = []
         with _eval_mode(self):
             for start in range(0, len(queries), batch_size):
                 rows = order[start : start + batch_size]
-                instr = self._tokenize([instructions[n] for n in rows], self.config.query_max_length)
-                query = self._tokenize([queries[n] for n in rows], self.config.query_max_length)
-                embeddings = self.embed_attention(
-                    instr["input_ids"], instr["attention_mask"], query["input_ids"], query["attention_mask"]
-                )
-                chunks.append(embeddings.float().cpu())
+                instr = self._pad([instr_ids[n] for n in rows])
+                query = self._pad([query_ids[n] for n in rows])
+                chunks.append(self.embed_attention(*instr, *query).float().cpu())
         return torch.cat(chunks)[torch.tensor(order).argsort()]
-
-    def _tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return {key: value.to(self.device) for key, value in tokens.items() if key in ("input_ids", "attention_mask")}
 
     # -- saving ---------------------------------------------------------------------------------------------------
 
