@@ -18,7 +18,9 @@ class InfEmbedConfig(PreTrainedConfig):
             tokens (parameter-free cross-attention), then averages over the instruction tokens.
         query_template: the `concat` template. It must contain `{instruction}` and `{query}`; a query without an
             instruction is encoded alone. Keep `{query}` last so that the part before it works as a
-            sentence-transformers prompt.
+            sentence-transformers prompt. Too long a text loses instruction tokens, never query tokens.
+        default_instruction: with `attention`, the instruction of a query that has none (in training and in
+            `encode_queries` alike), since attention pools from instruction tokens.
         normalize: L2-normalise embeddings, so that the dot product is the cosine similarity.
         similarity_scale: inverse temperature of the contrastive softmax (the paper's 1 / 0.05).
         query_max_length / passage_max_length: truncation lengths in tokens (longer text is cut, never an error).
@@ -27,7 +29,9 @@ class InfEmbedConfig(PreTrainedConfig):
         loss_mode: `multi` sums one InfoNCE term per objective; `uni` takes one softmax over the union of candidates.
         num_instruction_negatives: with `concat`, how many other instructions of the batch are sampled for `I`
             (with `attention` every instruction of the batch is used, since the pairs are cheap).
-        bidirectional: let decoder backbones attend in both directions (sets the backbone's `is_causal=False`).
+        bidirectional: let a decoder backbone attend in both directions (sets the backbone's `is_causal=False`).
+            Off by default: decoders stay causal and pool their last token, an end-of-sequence token that
+            `InfEmbedModel.from_backbone` makes the tokenizer append (as e5-mistral, RepLLaMA and Qwen3-Embedding).
     """
 
     model_type = "infembed"
@@ -39,6 +43,7 @@ class InfEmbedConfig(PreTrainedConfig):
         pooling: str = "mean",
         combine: str = "concat",
         query_template: str = "Instruct: {instruction}\nQuery: {query}",
+        default_instruction: str = "Find a passage that answers this query.",
         normalize: bool = True,
         similarity_scale: float = 20.0,
         query_max_length: int = 256,
@@ -46,7 +51,7 @@ class InfEmbedConfig(PreTrainedConfig):
         loss_terms: list[str] | tuple[str, ...] = ("P", "I"),
         loss_mode: str = "multi",
         num_instruction_negatives: int = 5,
-        bidirectional: bool = True,
+        bidirectional: bool = False,
         **kwargs,
     ):
         if encoder_config is None:
@@ -72,6 +77,7 @@ class InfEmbedConfig(PreTrainedConfig):
         self.pooling = pooling
         self.combine = combine
         self.query_template = query_template
+        self.default_instruction = default_instruction
         self.normalize = normalize
         self.similarity_scale = similarity_scale
         self.query_max_length = query_max_length
@@ -85,6 +91,10 @@ class InfEmbedConfig(PreTrainedConfig):
     @property
     def hidden_size(self) -> int:
         return self.encoder_config.hidden_size
+
+    @hidden_size.setter
+    def hidden_size(self, value: int) -> None:  # PEFT and AutoPeftModel set it on every config they touch
+        self.encoder_config.hidden_size = value
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

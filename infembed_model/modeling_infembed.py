@@ -24,6 +24,10 @@ from transformers.utils import ModelOutput
 from .configuration_infembed import InfEmbedConfig
 
 # The seven fields of an InF-IR row (infir_dataset.schema), copied: this file may import only torch and transformers.
+# Texts tokenized at a time by `encode_queries`/`encode_passages`, in batches: enough to sort by length, few enough
+# that memory holds the output vectors and not the whole corpus's tokens.
+ENCODE_CHUNK_BATCHES = 64
+
 RECORD_FIELDS = (
     "query_positive",
     "instruction_positive",
@@ -151,6 +155,55 @@ def format_query(template: str, query: str, instruction: str | None) -> str:
     return template.format(instruction=instruction, query=query) if instruction else query
 
 
+def _instruction_span(template: str, query: str, instruction: str) -> tuple[int, int]:
+    """Character span of the instruction in `format_query(template, query, instruction)`."""
+    head = template.split("{instruction}", 1)[0]
+    start = len(head.format(query=query))
+    return start, start + len(instruction)
+
+
+def tokenize_queries(
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    queries: list[str],
+    instructions: list[str],
+    max_length: int,
+) -> list[list[int]]:
+    """Token ids of each `format_query` text, at most `max_length`, cut from the end of the instruction, never from
+    the query: a long instruction would otherwise push the query out of the window. The query (with the template)
+    keeps its tokens up to the limit and the instruction gets the rest; a query too long even alone is encoded alone
+    and cut as usual."""
+    texts = [format_query(template, q, i) for q, i in zip(queries, instructions, strict=True)]
+    encoded = tokenizer(texts, return_offsets_mapping=True, verbose=False)
+    out = []
+    for n, (ids, offsets) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)):
+        excess = len(ids) - max_length
+        if excess > 0 and instructions[n]:
+            start, end = _instruction_span(template, queries[n], instructions[n])
+            inside = [k for k, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
+            if len(inside) >= excess:
+                dropped = set(inside[len(inside) - excess :])
+                ids = [token for k, token in enumerate(ids) if k not in dropped]
+                excess = 0
+        if excess > 0:
+            ids = tokenizer(queries[n], truncation=True, max_length=max_length)["input_ids"]
+        out.append(ids)
+    return out
+
+
+def sample_instruction_negatives(instructions: list[str], queries: list[str], k: int) -> list[list[str]]:
+    """Up to k distinct instructions of the batch other than each triple's own, with a seed taken from the batch's
+    content, so a batch always gets the same negatives, whether resumed from a checkpoint or split over processes.
+    Each distinct instruction is one candidate, however many triples carry it (I+ is in two of each row's three)."""
+    rng = random.Random(text_id(*instructions, *queries))
+    distinct = sorted(set(instructions))
+    negatives = []
+    for instruction in instructions:
+        others = [other for other in distinct if other != instruction]
+        negatives.append(rng.sample(others, min(k, len(others))))
+    return negatives
+
+
 def expand_rows(rows: list[dict]) -> list[tuple[str, str, str]]:
     """Each InF-IR row -> its three (instruction, query, passage) triples, which are each other's hard negatives."""
     triples = []
@@ -170,9 +223,9 @@ def expand_rows(rows: list[dict]) -> list[tuple[str, str, str]]:
 class InfEmbedCollator:
     """Collates InF-IR rows (the seven public string fields) into the batch `InfEmbedModel.forward` trains on.
 
-    With `combine="concat"` and the `I` objective, each triple also gets up to K other instructions of the batch
-    (never one equal to its own), sampled with a seed taken from the batch's content, so a batch always gets the
-    same negatives, whether resumed from a checkpoint or split over processes.
+    With the `I` objective each triple also gets up to K other instructions of the batch as negatives (see
+    `sample_instruction_negatives`): with `concat` as K more (instruction, query) texts, with `attention` as the
+    index [N, K] of a triple that carries each of them.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -182,42 +235,51 @@ class InfEmbedCollator:
         triples = expand_rows(rows)
         instructions, queries, passages = (list(column) for column in zip(*triples, strict=True))
         cfg = self.config
+        if cfg.combine == "attention":
+            instructions = [i or cfg.default_instruction for i in instructions]
         batch = {
             **self._tokenize("passage", passages, cfg.passage_max_length),
-            "pair_ids": torch.tensor([text_id(i, q) for i, q, _ in triples]),
+            "pair_ids": torch.tensor([text_id(i, q) for i, q in zip(instructions, queries, strict=True)]),
             "passage_ids": torch.tensor([text_id(p) for p in passages]),
             "instruction_ids": torch.tensor([text_id(i) for i in instructions]),
         }
+        negatives = sample_instruction_negatives(instructions, queries, cfg.num_instruction_negatives)
         if cfg.combine == "attention":
             batch |= self._tokenize("query", queries, cfg.query_max_length)
             batch |= self._tokenize("instruction", instructions, cfg.query_max_length)
+            if "I" in cfg.loss_terms:
+                carrier = {}
+                for n, instruction in enumerate(instructions):
+                    carrier.setdefault(instruction, n)
+                batch["negative_instruction_index"] = self._index([[carrier[i] for i in row] for row in negatives])
             return batch
-        batch |= self._tokenize(
-            "query", [format_query(cfg.query_template, q, i) for i, q, _ in triples], cfg.query_max_length
-        )
+        batch |= self._pad("query", self._query_ids(queries, instructions))
         if "I" in cfg.loss_terms:
-            batch |= self._instruction_negatives(instructions, queries)
+            pairs = [(query, other) for query, row in zip(queries, negatives, strict=True) for other in row]
+            batch["negative_query_index"] = self._index(negatives, consecutive=True)
+            if pairs:  # none when the whole batch shares one instruction
+                batch |= self._pad("negative_query", self._query_ids(*map(list, zip(*pairs, strict=True))))
         return batch
+
+    def _query_ids(self, queries: list[str], instructions: list[str]) -> list[list[int]]:
+        cfg = self.config
+        return tokenize_queries(self.tokenizer, cfg.query_template, queries, instructions, cfg.query_max_length)
 
     def _tokenize(self, prefix: str, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return self._pad(prefix, self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
+
+    def _pad(self, prefix: str, ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         return {f"{prefix}_input_ids": tokens["input_ids"], f"{prefix}_attention_mask": tokens["attention_mask"]}
 
-    def _instruction_negatives(self, instructions: list[str], queries: list[str]) -> dict[str, torch.Tensor]:
-        """(I_k, Q_i) texts for sampled k, and index [N, K] of each into them (-1 where fewer than K exist)."""
-        k = self.config.num_instruction_negatives
-        rng = random.Random(text_id(*instructions, *queries))
-        distinct = sorted(set(instructions))
-        texts, index = [], []
-        for instruction, query in zip(instructions, queries, strict=True):
-            others = [other for other in distinct if other != instruction]
-            chosen = rng.sample(others, min(k, len(others)))
-            index.append(list(range(len(texts), len(texts) + len(chosen))) + [-1] * (k - len(chosen)))
-            texts += [format_query(self.config.query_template, query, other) for other in chosen]
-        batch = {"negative_query_index": torch.tensor(index)}
-        if texts:  # none when the whole batch shares one instruction
-            batch |= self._tokenize("negative_query", texts, self.config.query_max_length)
-        return batch
+    def _index(self, rows: list[list], consecutive: bool = False) -> torch.Tensor:
+        """[N, K] indices, -1 where a row has fewer than K; `consecutive` numbers the entries in order instead."""
+        k, index, counter = self.config.num_instruction_negatives, [], 0
+        for row in rows:
+            values = list(range(counter, counter + len(row))) if consecutive else list(row)
+            counter += len(row)
+            index.append(values + [-1] * (k - len(row)))
+        return torch.tensor(index, dtype=torch.long).reshape(len(rows), k)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -265,27 +327,31 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
     ) -> "InfEmbedModel":
         """A new InF-Embed model around a pretrained backbone (Hub id or folder), keeping the backbone's tokenizer.
 
-        Decoder backbones default to last-token pooling, encoders to mean pooling.
+        Decoder backbones default to last-token pooling and stay causal (unless `bidirectional=True`), their
+        tokenizer made to end every text with the end-of-sequence token that is pooled; encoders pool the mean.
+        Weights load in float32 unless `dtype` says otherwise: mixed precision is `TrainingArguments`' business.
         """
         backbone_config = AutoConfig.from_pretrained(name_or_path)
-        if "pooling" not in config_overrides:
-            model_type = backbone_config.model_type
-            is_decoder = (
-                model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-            )
-            config_overrides["pooling"] = "last" if is_decoder else "mean"
+        model_type = backbone_config.model_type
+        is_decoder = (
+            model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        )
+        config_overrides.setdefault("pooling", "last" if is_decoder else "mean")
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         if tokenizer.pad_token is None:  # decoder tokenizers often have none
             tokenizer.pad_token = tokenizer.eos_token
+        if is_decoder and config_overrides["pooling"] == "last":
+            _append_eos(tokenizer)
         config = InfEmbedConfig(encoder_config=backbone_config, pad_token_id=tokenizer.pad_token_id, **config_overrides)
         if hasattr(config.encoder_config, "use_cache"):
             config.encoder_config.use_cache = False
-        model = cls(config)
+        with torch.device("meta"):  # the wrapper's own random encoder would only be thrown away
+            model = cls(config)
         model.encoder = _without_pooler(
             AutoModel.from_pretrained(
                 name_or_path,
                 config=config.encoder_config,
-                dtype=dtype or "auto",
+                dtype=dtype or torch.float32,
                 attn_implementation=attn_implementation,
             )
         )
@@ -361,6 +427,7 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         negative_query_input_ids: torch.Tensor | None = None,
         negative_query_attention_mask: torch.Tensor | None = None,
         negative_query_index: torch.Tensor | None = None,
+        negative_instruction_index: torch.Tensor | None = None,
         return_loss: bool = True,
     ) -> InfEmbedOutput:
         """A collated batch of N triples (see `InfEmbedCollator`) -> the contrastive loss and the embeddings.
@@ -391,7 +458,12 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         if "I" in cfg.loss_terms:
             if cfg.combine == "attention":
                 local = self._instruction_block_attention(
-                    h_instr, instruction_attention_mask, h_query, query_attention_mask, passages, instruction_ids
+                    h_instr,
+                    instruction_attention_mask,
+                    h_query,
+                    query_attention_mask,
+                    passages,
+                    negative_instruction_index,
                 )
             else:
                 local = self._instruction_block_concat(
@@ -434,23 +506,24 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         h_query: torch.Tensor,
         mask_query: torch.Tensor,
         passages: torch.Tensor,
-        instruction_ids: torch.Tensor,
+        negative_index: torch.Tensor,
     ) -> ScoreBlock:
-        """l_I with `attention`: every instruction k of the batch with query i, against p_i. -> [N, N], positive k = i.
+        """l_I with `attention`: column 0 is s(e_i, p_i), columns 1..K the sampled instructions k (the triples of
+        `negative_index` [N, K] that carry them) attending over query i, against p_i. -> [N, 1+K]
 
-        The sequences are encoded once; only the cheap cross-attention runs for all N x N pairs.
+        The sequences are encoded once; only the cheap cross-attention runs again, on [N, K, Li, d] hidden states.
         """
+        valid = negative_index >= 0  # [N, K]
+        index = negative_index.clamp(min=0)
         pairs = instruction_query_attention(
-            h_instr.unsqueeze(0), mask_instr.unsqueeze(0), h_query.unsqueeze(1), mask_query.unsqueeze(1)
-        )  # [N (query i), N (instruction k), d]
-        pairs = self._finish(pairs)
-        logits = self.config.similarity_scale * (pairs * passages.unsqueeze(1)).sum(-1)  # [N, N]
-        same_instruction = instruction_ids[:, None] == instruction_ids[None, :]
-        eye = torch.eye(len(passages), dtype=torch.bool, device=passages.device)
-        # Each distinct instruction is one negative, however many triples carry it (I+ is in two of each row's three).
-        first_occurrence = ~(same_instruction & torch.ones_like(eye).tril(-1)).any(1)
-        valid = (~same_instruction & first_occurrence[None, :]) | eye
-        return ScoreBlock(logits, valid, torch.arange(len(passages), device=passages.device))
+            h_instr[index], mask_instr[index], h_query.unsqueeze(1), mask_query.unsqueeze(1)
+        )  # [N, K, d]
+        negative_scores = (self._finish(pairs) * passages.unsqueeze(1)).sum(-1)  # [N, K]
+        positive = instruction_query_attention(h_instr, mask_instr, h_query, mask_query)  # [N, d]
+        positive_scores = (self._finish(positive) * passages).sum(-1, keepdim=True)  # [N, 1]
+        logits = self.config.similarity_scale * torch.cat([positive_scores, negative_scores], 1)
+        valid = torch.cat([torch.ones_like(valid[:, :1]), valid], 1)
+        return ScoreBlock(logits, valid, torch.zeros(len(passages), dtype=torch.long, device=passages.device))
 
     # -- inference ------------------------------------------------------------------------------------------------
 
@@ -458,71 +531,71 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
     def encode_queries(
         self, queries: list[str], instructions: list[str] | str | None = None, batch_size: int = 32
     ) -> torch.Tensor:
-        """Embed queries, each with its instruction (a list, one string for all, or None) -> float32 [n, d] on CPU."""
+        """Embed queries, each with its instruction (a list, one string for all, or None) -> float32 [n, d] on CPU.
+
+        With `concat` a query without instruction is encoded alone; with `attention` it gets the configured
+        `default_instruction`, as in training.
+        """
         queries = _check_texts(queries, "queries")
         if instructions is None or isinstance(instructions, str):
             instructions = [instructions or ""] * len(queries)
         instructions = _check_texts(instructions, "instructions", allow_empty_list=True)
         if len(instructions) != len(queries):
             raise ValueError(f"got {len(queries)} queries but {len(instructions)} instructions")
-        if self.config.combine == "concat":
-            texts = [format_query(self.config.query_template, q, i) for q, i in zip(queries, instructions, strict=True)]
-            return self._encode_texts(texts, self.config.query_max_length, batch_size)
-        # `attention`: a query without instruction is pooled alone; the others attend from their instruction.
-        out = torch.empty(len(queries), self.config.hidden_size)
-        plain = [n for n, instruction in enumerate(instructions) if not instruction]
-        guided = [n for n, instruction in enumerate(instructions) if instruction]
-        if plain:
-            out[plain] = self._encode_texts([queries[n] for n in plain], self.config.query_max_length, batch_size)
-        if guided:
-            out[guided] = self._encode_attention(
-                [instructions[n] for n in guided], [queries[n] for n in guided], batch_size
-            )
-        return out
+        cfg = self.config
+        if cfg.combine == "concat":
+
+            def tokenize(rows: list[int]) -> list[list[int]]:
+                chosen_queries, chosen_instructions = [queries[n] for n in rows], [instructions[n] for n in rows]
+                return tokenize_queries(
+                    self.tokenizer, cfg.query_template, chosen_queries, chosen_instructions, cfg.query_max_length
+                )
+
+            return self._encode(len(queries), tokenize, batch_size)
+        instructions = [i or cfg.default_instruction for i in instructions]
+        return self._encode(len(queries), self._tokenizer_of(instructions, queries), batch_size, self.embed_attention)
 
     @torch.inference_mode()
     def encode_passages(self, passages: list[str], batch_size: int = 32) -> torch.Tensor:
         """Embed passages (never with an instruction) -> float32 [n, d] on CPU."""
         passages = _check_texts(passages, "passages")
-        return self._encode_texts(passages, self.config.passage_max_length, batch_size)
+        return self._encode(len(passages), self._tokenizer_of(passages), batch_size)
 
-    def _encode_texts(self, texts: list[str], max_length: int, batch_size: int) -> torch.Tensor:
-        """Tokenize all texts in one call, batch them longest first (the least padding), then restore input order."""
-        ids = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        order = sorted(range(len(texts)), key=lambda n: -len(ids[n]))
-        chunks = []
+    def _tokenizer_of(self, *columns: list[str]):
+        """rows -> token ids of those rows, one list per column (all cut at the column's maximum length)."""
+        max_length = self.config.query_max_length if len(columns) == 2 else self.config.passage_max_length
+
+        def tokenize(rows: list[int]) -> list[list[int]] | tuple[list[list[int]], ...]:
+            out = tuple(
+                self.tokenizer([column[n] for n in rows], truncation=True, max_length=max_length)["input_ids"]
+                for column in columns
+            )
+            return out if len(out) > 1 else out[0]
+
+        return tokenize
+
+    def _encode(self, n: int, tokenize, batch_size: int, embed=None) -> torch.Tensor:
+        """Embed n inputs a chunk at a time: tokenize the chunk, batch it longest first (the least padding) and write
+        each batch's vectors into place, so memory holds the output plus one chunk of tokens. -> float32 [n, d]"""
+        embed = embed or self.embed
+        out = torch.empty(n, self.config.hidden_size)
+        chunk = max(batch_size, ENCODE_CHUNK_BATCHES * batch_size)
         with _eval_mode(self):
-            for start in range(0, len(texts), batch_size):
-                input_ids, attention_mask = self._pad([ids[n] for n in order[start : start + batch_size]])
-                chunks.append(self.embed(input_ids, attention_mask).float().cpu())
-        embeddings = torch.cat(chunks)
-        return embeddings[torch.tensor(order).argsort()]
+            for first in range(0, n, chunk):
+                rows = list(range(first, min(first + chunk, n)))
+                ids = tokenize(rows)
+                columns = ids if isinstance(ids, tuple) else (ids,)
+                order = sorted(range(len(rows)), key=lambda r: -sum(len(column[r]) for column in columns))
+                for start in range(0, len(rows), batch_size):
+                    batch = order[start : start + batch_size]
+                    inputs = [t for column in columns for t in self._pad([column[r] for r in batch])]
+                    out[[rows[r] for r in batch]] = embed(*inputs).float().cpu()
+        return out
 
     def _pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token id lists -> input_ids and attention_mask [n, L], padded on the tokenizer's side."""
-        length = max(map(len, sequences))
-        input_ids = torch.full((len(sequences), length), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
-        left = self.tokenizer.padding_side == "left"
-        for row, sequence in enumerate(sequences):
-            span = slice(length - len(sequence), length) if left else slice(0, len(sequence))
-            input_ids[row, span] = torch.tensor(sequence)
-            attention_mask[row, span] = 1
-        return input_ids.to(self.device), attention_mask.to(self.device)
-
-    def _encode_attention(self, instructions: list[str], queries: list[str], batch_size: int) -> torch.Tensor:
-        """As `_encode_texts`, for (instruction, query) pairs that `embed_attention` encodes apart."""
-        instr_ids = self.tokenizer(instructions, truncation=True, max_length=self.config.query_max_length)["input_ids"]
-        query_ids = self.tokenizer(queries, truncation=True, max_length=self.config.query_max_length)["input_ids"]
-        order = sorted(range(len(queries)), key=lambda n: -len(instr_ids[n]) - len(query_ids[n]))
-        chunks = []
-        with _eval_mode(self):
-            for start in range(0, len(queries), batch_size):
-                rows = order[start : start + batch_size]
-                instr = self._pad([instr_ids[n] for n in rows])
-                query = self._pad([query_ids[n] for n in rows])
-                chunks.append(self.embed_attention(*instr, *query).float().cpu())
-        return torch.cat(chunks)[torch.tensor(order).argsort()]
+        """Token id lists -> input_ids and attention_mask [n, L] on the model's device, padded as the tokenizer pads."""
+        tokens = self.tokenizer.pad({"input_ids": sequences}, return_tensors="pt")
+        return tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
 
     # -- saving ---------------------------------------------------------------------------------------------------
 
@@ -532,6 +605,25 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         if kwargs.get("is_main_process", True):
             self.tokenizer.save_pretrained(save_directory)
             _write_sentence_transformers_files(save_directory, self.config)
+
+
+def _append_eos(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make the tokenizer end every text with its end-of-sequence token, which a causal decoder pools: the last token
+    is the only one that has seen the whole text. Kept in `tokenizer.json`, so every tool that loads the folder
+    (sentence-transformers, TEI) appends it too."""
+    from tokenizers import processors
+
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("a causal decoder backbone needs an eos_token to pool; set one or pass bidirectional=True")
+    if tokenizer("a")["input_ids"][-1] == eos_id:
+        return
+    backend = tokenizer.backend_tokenizer
+    append = processors.TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B:1 {eos}:1", special_tokens=[(eos, eos_id)]
+    )
+    existing = backend.post_processor
+    backend.post_processor = append if existing is None else processors.Sequence([existing, append])
 
 
 def _without_pooler(encoder: torch.nn.Module) -> torch.nn.Module:

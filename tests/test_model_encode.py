@@ -5,6 +5,7 @@ import inspect
 import pytest
 import torch
 from tiny_models import make_rows
+from transformers import AutoModel
 
 from infembed_model import InfEmbedConfig, InfEmbedModel
 
@@ -197,3 +198,92 @@ def test_remote_code_reads_the_same_fields_as_the_dataset_schema():
     from infir_dataset.schema import RECORD_FIELDS
 
     assert modeling_infembed.RECORD_FIELDS == RECORD_FIELDS
+
+
+def test_decoder_backbone_is_causal_by_default_and_pools_an_appended_eos(backbone_dir, tmp_path):
+    """The paper's code, e5-mistral, RepLLaMA and Qwen3-Embedding keep a decoder causal and pool its last token, an
+    end-of-sequence token that has seen the whole text."""
+    model = InfEmbedModel.from_backbone(str(backbone_dir("qwen2"))).eval()
+    assert model.config.bidirectional is False and model.config.pooling == "last"
+    ids = model.tokenizer(["w1 w2 w3 w4", "w1 w2 w3 w5"], return_tensors="pt")
+    eos = model.tokenizer.eos_token_id
+    assert ids["input_ids"][:, -1].tolist() == [eos, eos]
+    with torch.no_grad():
+        hidden = model.encoder(**ids).last_hidden_state
+    changed_at = 10  # "w1 w2 w3 w" is byte-identical in both texts; only the last byte differs
+    assert torch.allclose(hidden[0, :changed_at], hidden[1, :changed_at], atol=1e-6)
+    assert (hidden[0, -1] - hidden[1, -1]).abs().max() > 1e-4
+
+    model.save_pretrained(tmp_path)
+    again = AutoModel.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    assert again.config.bidirectional is False and getattr(again.config.encoder_config, "is_causal", True)
+    assert again.tokenizer("w1 w2")["input_ids"][-1] == eos
+    assert torch.allclose(again.encode_passages(PASSAGES), model.encode_passages(PASSAGES), atol=1e-6)
+
+
+def test_eos_is_appended_once_by_the_training_collator_too(backbone_dir):
+    model = InfEmbedModel.from_backbone(str(backbone_dir("qwen2")))
+    batch = model.data_collator()(make_rows(2))
+    eos = model.tokenizer.eos_token_id
+    for prefix in ("query", "passage", "negative_query"):
+        ids, mask = batch[f"{prefix}_input_ids"], batch[f"{prefix}_attention_mask"]
+        last = [row[m.bool()][-1].item() for row, m in zip(ids, mask, strict=True)]
+        assert set(last) == {eos}, prefix
+        assert ((ids == eos) & mask.bool()).sum(1).max() == 1
+
+
+@pytest.mark.parametrize("combine", ["concat", "attention"])
+def test_a_long_instruction_never_truncates_the_query_away(backbone_dir, combine):
+    model = InfEmbedModel.from_backbone(str(backbone_dir("bert")), combine=combine, query_max_length=16).eval()
+    instruction = " ".join(f"w{n}" for n in range(100, 140))  # 40 tokens, far over the limit
+    vectors = model.encode_queries(["w1 w2", "w1 w3", "w4 w2"], instruction)
+    assert (vectors[0] - vectors[1]).abs().max() > 1e-4 and (vectors[0] - vectors[2]).abs().max() > 1e-4
+    if combine == "concat":  # the instruction, not the query, gave up its tokens
+        batch = model.data_collator()([dict(make_rows(1)[0], instruction_positive=instruction)])
+        ids = batch["query_input_ids"][0][batch["query_attention_mask"][0].bool()].tolist()
+        assert len(ids) == 16
+        assert model.tokenizer.decode(ids, skip_special_tokens=True).endswith(make_rows(1)[0]["query_positive"])
+
+
+def test_query_truncation_keeps_the_instruction_when_it_fits(models):
+    from infembed_model.modeling_infembed import tokenize_queries
+
+    tokenizer, template = models["concat"].tokenizer, models["concat"].config.query_template
+    short = tokenize_queries(tokenizer, template, ["w1 w2"], ["w3 w4"], 64)[0]
+    assert short == tokenizer(template.format(instruction="w3 w4", query="w1 w2"))["input_ids"]
+    cut = tokenize_queries(tokenizer, template, ["w1 w2"], ["w3 w4 w5 w6"], len(short))[0]
+    assert tokenizer.decode(cut, skip_special_tokens=True) == "instruct : w3 w4 query : w1 w2"  # w5 w6 cut
+    alone = tokenize_queries(tokenizer, template, [" ".join(["w7"] * 80)], ["w3"], 10)[0]
+    assert alone == tokenizer(" ".join(["w7"] * 80), truncation=True, max_length=10)["input_ids"]
+
+
+def test_attention_query_without_instruction_uses_the_trained_default(models):
+    model = models["attention"]
+    default = model.config.default_instruction
+    assert torch.allclose(model.encode_queries(QUERIES), model.encode_queries(QUERIES, default), atol=1e-6)
+    row = dict(make_rows(1)[0], instruction_positive="", instruction_negative="w5 w6")
+    batch = model.data_collator()([row])
+    first = batch["instruction_input_ids"][0][batch["instruction_attention_mask"][0].bool()]
+    assert first.tolist() == model.tokenizer(default)["input_ids"]
+
+
+def test_from_backbone_loads_float32_without_building_a_random_encoder(backbone_dir, monkeypatch, tmp_path):
+    from transformers import AutoModel as HFAutoModel
+
+    folder = tmp_path / "bf16"
+    HFAutoModel.from_pretrained(backbone_dir("qwen2"), dtype=torch.bfloat16).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((backbone_dir("qwen2") / name).read_bytes())
+
+    devices = []
+    from_config = HFAutoModel.from_config
+
+    def record_device(*args, **kwargs):
+        encoder = from_config(*args, **kwargs)
+        devices.append(next(encoder.parameters()).device.type)
+        return encoder
+
+    monkeypatch.setattr(HFAutoModel, "from_config", record_device)
+    assert InfEmbedModel.from_backbone(str(folder)).encoder.dtype == torch.float32
+    assert InfEmbedModel.from_backbone(str(folder), dtype=torch.bfloat16).encoder.dtype == torch.bfloat16
+    assert devices == ["meta", "meta"]  # the wrapper's own encoder is never allocated

@@ -139,9 +139,15 @@ def instruction_negatives(reference, combine, batch, triples, mask_copies=True) 
             [reference.attention_query(other[0], t[1]) for k, other in enumerate(triples) if k != i]
             for i, t in enumerate(triples)
         ]
-    # Every distinct instruction of the batch other than the row's own, once.
-    distinct = list(dict.fromkeys(t[0] for t in triples))
-    return [[reference.attention_query(other, t[1]) for other in distinct if other != t[0]] for t in triples]
+    if "negative_instruction_index" not in batch:
+        return [[] for _ in triples]
+    chosen = attention_instructions(batch, triples)
+    return [[reference.attention_query(other, t[1]) for other in chosen[i]] for i, t in enumerate(triples)]
+
+
+def attention_instructions(batch: dict, triples: list[tuple[str, str, str]]) -> list[list[str]]:
+    """For each triple, the instructions of its `attention` l_I negatives: those of the triples the batch points at."""
+    return [[triples[k][0] for k in row if k >= 0] for row in batch["negative_instruction_index"].tolist()]
 
 
 @pytest.fixture(scope="module")
@@ -231,19 +237,25 @@ def test_gradients_reach_every_backbone_parameter(backbone_dir, kind, combine):
     assert model.get_input_embeddings().weight.grad.abs().sum() > 0
 
 
-def test_concat_instruction_negatives_exclude_own_and_are_reproducible(build):
-    model = build("concat", num_instruction_negatives=5)
+@pytest.mark.parametrize("combine", ["concat", "attention"])
+def test_instruction_negatives_are_sampled_distinct_other_and_reproducible(build, combine):
+    """Both combines draw K distinct other instructions: attention no longer scores all N x N pairs."""
+    model = build(combine, num_instruction_negatives=5)
     rows = copies_rows()
     triples = triples_of(rows)
     batch = model.data_collator()(rows)
-    chosen = sampled_instructions(batch, model.tokenizer, triples)
+    if combine == "concat":
+        chosen = sampled_instructions(batch, model.tokenizer, triples)
+    else:
+        chosen = attention_instructions(batch, triples)
+        assert batch["negative_instruction_index"].shape == (len(triples), 5)
     distinct = {t[0] for t in triples}
     for (instruction, _, _), negatives in zip(triples, chosen, strict=True):
         assert instruction not in negatives
         assert len(set(negatives)) == len(negatives) == min(5, len(distinct) - 1)
         assert set(negatives) <= distinct
-    again = build("concat", num_instruction_negatives=5).data_collator()(rows)  # a fresh collator, as another process
-    for key in ("negative_query_input_ids", "negative_query_attention_mask", "negative_query_index"):
+    again = build(combine, num_instruction_negatives=5).data_collator()(rows)  # a fresh collator, as another process
+    for key in batch:
         assert torch.equal(batch[key], again[key])
 
 
