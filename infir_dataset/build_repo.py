@@ -10,6 +10,7 @@ Layout written under DIR (the same as `push_to_hub` makes, so `load_dataset(DIR)
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -93,6 +94,7 @@ class _Rows:
     provenance: pa.Table
     origins: list[Origin]
     index: np.ndarray
+    given_holdout: np.ndarray  # bool per record, in input order: read from a `--holdout` input
 
     def columns(self, names: Sequence[str]) -> pa.Table:
         return pa.table({name: self.records[name].take(self.index) for name in names})
@@ -102,9 +104,12 @@ class _Rows:
 _PROVENANCE_SCHEMA = pa.schema([f.with_nullable(True) for f in PROVENANCE_FEATURES.arrow_schema])
 
 
-def _read(inputs: Sequence[str | os.PathLike], source: str, stats: BuildStats, rejects: list[dict]) -> _Rows:
-    """Validate every input row; valid ones go to Arrow batches so that Python objects never hold the whole corpus."""
-    batches, prov_batches, origins = [], [], []
+def _read(
+    inputs: Sequence[str | os.PathLike], source: str, stats: BuildStats, rejects: list[dict], holdout_from: int
+) -> _Rows:
+    """Validate every input row; valid ones go to Arrow batches so that Python objects never hold the whole corpus.
+    Rows of `inputs[holdout_from:]` are marked as held out."""
+    batches, prov_batches, origins, given_holdout = [], [], [], []
     records, provenance = [], []
     reasons_count: Counter[str] = Counter()
 
@@ -114,7 +119,7 @@ def _read(inputs: Sequence[str | os.PathLike], source: str, stats: BuildStats, r
         records.clear()
         provenance.clear()
 
-    for path in inputs:
+    for number, path in enumerate(inputs):
         for raw in iter_rows(path):
             stats.input_rows += 1
             reasons = validate(raw.data)
@@ -126,6 +131,7 @@ def _read(inputs: Sequence[str | os.PathLike], source: str, stats: BuildStats, r
             records.append(record)
             provenance.append(prov or {"id": record["id"], "source": record["source"]})
             origins.append(raw.origin)
+            given_holdout.append(number >= holdout_from)
             if len(records) == READ_BATCH_ROWS:
                 flush()
     flush()
@@ -136,7 +142,8 @@ def _read(inputs: Sequence[str | os.PathLike], source: str, stats: BuildStats, r
     provenance_table = pa.Table.from_batches(prov_batches).combine_chunks()
     batches.clear()
     prov_batches.clear()
-    return _Rows(table, provenance_table, origins, _input_independent_order(table, provenance_table))
+    order = _input_independent_order(table, provenance_table)
+    return _Rows(table, provenance_table, origins, order, np.array(given_holdout, dtype=bool))
 
 
 def _input_independent_order(records: pa.Table, provenance: pa.Table) -> np.ndarray:
@@ -173,11 +180,28 @@ def _dedup(rows: _Rows, stats: BuildStats, rejects: list[dict]) -> None:
     rows.index = rows.index[result.keep]
 
 
+def _held_out(rows: _Rows) -> np.ndarray:
+    """Which kept rows were given as held out (`--holdout`)."""
+    return rows.given_holdout[rows.index]
+
+
+def _held_out_texts(rows: _Rows, held_out: np.ndarray) -> Iterator[str]:
+    chosen = rows.index[held_out]
+    for name in CHECKED_FIELDS:
+        yield from rows.records[name].take(chosen).to_pylist()
+
+
 def _decontaminate(rows: _Rows, index: NgramIndex, stats: BuildStats, rejects: list[dict]) -> None:
-    overlaps = []
-    for start in range(0, len(rows.index), READ_BATCH_ROWS):  # a slice of the text at a time keeps memory flat
-        chunk = rows.index[start : start + READ_BATCH_ROWS]
-        overlaps += contaminated_fields(pa.table({f: rows.records[f].take(chunk) for f in CHECKED_FIELDS}), index)
+    """Drop the training rows that overlap the evaluation texts; held-out rows are the evaluation, so stay."""
+    held_out = _held_out(rows)
+    overlaps: list[list[str]] = [[] for _ in range(len(rows.index))]
+    checked = np.flatnonzero(~held_out)
+    for start in range(0, len(checked), READ_BATCH_ROWS):  # a slice of the text at a time keeps memory flat
+        positions = checked[start : start + READ_BATCH_ROWS]
+        chunk = rows.index[positions]
+        found = contaminated_fields(pa.table({f: rows.records[f].take(chunk) for f in CHECKED_FIELDS}), index)
+        for position, fields in zip(positions, found, strict=True):
+            overlaps[position] = fields
     by_field: Counter[str] = Counter()
     for i, fields in enumerate(overlaps):
         if fields:
@@ -397,6 +421,7 @@ def build_repo(
     out_dir: str | os.PathLike,
     *,
     decontaminate: Sequence[str | os.PathLike] = (),
+    holdout: Sequence[str | os.PathLike] = (),
     holdout_fraction: float = 0.0,
     source: str = "msmarco",
     shard_rows: int = SHARD_ROWS,
@@ -406,7 +431,8 @@ def build_repo(
 ) -> BuildStats:
     """Validate, deduplicate and decontaminate the records of `inputs`, and write the dataset repo to `out_dir`.
 
-    `source` names the split of rows that carry no `source` of their own. Raises `InputError` for an unreadable
+    `source` names the split of rows that carry no `source` of their own. Rows of `holdout` go to `<source>_holdout`
+    splits as given, and the other rows are decontaminated against them too. Raises `InputError` for an unreadable
     input and `BuildError` when nothing is left to write; in both cases `out_dir` is left as it was.
     """
     if not SPLIT_NAME.match(source):
@@ -420,13 +446,19 @@ def build_repo(
     rejects: list[dict] = []
 
     index = None
-    if decontaminate:
+    if decontaminate and not holdout:  # else built once the held-out rows are read
         index = NgramIndex.from_texts(load_eval_texts(decontaminate))
         stats.eval_texts = index.texts
         stats.decontaminated_against = [Path(p).name for p in decontaminate]
         _release_memory()
-    rows = _read(inputs, source, stats, rejects)
+    rows = _read([*inputs, *holdout], source, stats, rejects, holdout_from=len(inputs))
     _release_memory()
+    if holdout:  # the held-out rows are evaluation texts for the rest
+        held_out = _held_out(rows)
+        texts = itertools.chain(load_eval_texts(decontaminate), _held_out_texts(rows, held_out))
+        index = NgramIndex.from_texts(texts)
+        stats.eval_texts = index.texts
+        stats.decontaminated_against = [Path(p).name for p in (*decontaminate, *holdout)]
     # Word counts for the card are computed on another core while duplicates and contamination are found.
     with ThreadPoolExecutor(max_workers=1) as background:
         word_counts = background.submit(_word_counts, rows.records)
@@ -442,7 +474,8 @@ def build_repo(
         raise BuildError(message)
 
     kept = rows.columns(("id", "source"))
-    holdout = _holdout_mask(kept["id"].to_pylist(), holdout_fraction)
+    given = _held_out(rows)
+    holdout = _holdout_mask(kept["id"].to_pylist(), holdout_fraction) | given
     split_of = np.char.add(np.array(kept["source"].to_pylist(), dtype=str), np.where(holdout, HOLDOUT_SUFFIX, ""))
     stats.sources = sorted(set(kept["source"].to_pylist()))
     stats.holdout_splits = sorted(set(split_of[holdout].tolist()))
@@ -521,6 +554,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f"records sharing a {NGRAM}-token sequence with them are dropped",
     )
     parser.add_argument(
+        "--holdout",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FILE",
+        help="held-out records, kept apart as `<source>_holdout` splits; the other records are decontaminated "
+        "against them",
+    )
+    parser.add_argument(
         "--holdout-fraction",
         type=float,
         default=0.0,
@@ -543,6 +585,7 @@ def run(args: argparse.Namespace) -> int:
             args.input,
             args.out,
             decontaminate=args.decontaminate,
+            holdout=args.holdout,
             holdout_fraction=args.holdout_fraction,
             source=args.source,
             shard_rows=args.shard_rows,

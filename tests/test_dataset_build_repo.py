@@ -333,3 +333,26 @@ def test_console_script_prints_one_line_for_a_bad_file(tmp_path):
     assert result.stderr.startswith(f"infir: error: {bad}:2: invalid JSON")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "repo").exists()
+
+
+def test_given_holdout_rows_form_the_holdout_split_and_training_is_decontaminated_against_them(tmp_path):
+    train = [generator_line(i) for i in range(12)]
+    held = [generator_line(i) for i in range(100, 104)]
+    # A training row that copies a held-out passage (a 13-gram and more) must go; the held-out row itself stays.
+    leaking = {**generator_line(50), "hard_negative_document_2": held[0]["document_positive"]}
+    out = tmp_path / "repo"
+    stats = build_repo(
+        [write_jsonl(tmp_path / "train.jsonl", [*train, leaking])],
+        out,
+        holdout=[write_jsonl(tmp_path / "held.jsonl", held)],
+    )
+    assert stats.rows_per_split == {"msmarco": 12, "msmarco_holdout": 4}
+    assert stats.holdout_splits == ["msmarco_holdout"] and stats.contaminated == 1
+    loaded = datasets.load_dataset(str(out))
+    assert sorted(loaded["msmarco_holdout"]["id"]) == sorted(r["id"] for r in held)
+    assert leaking["id"] not in loaded["msmarco"]["id"]
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rejects if r["stage"] == "decontaminate"] == [leaking["id"]]
+    # Held-out rows are evaluation data: they never enter the training triplets.
+    triplets = datasets.load_dataset(str(out), "triplets")
+    assert not set(triplets["positive"]["id"]) & {r["id"] for r in held}
