@@ -2,6 +2,7 @@
 
     infembed eval --model M [M ...] --data DIR_OR_TASK [...] --output DIR [--no-instructions] [--batch-size N]
     infembed eval --compare DIR1 DIR2 ... --output DIR
+    infembed eval --model MODEL_DIR --data ... --output DIR --update-card
 
 M is an InF-Embed folder or Hub id, any sentence-transformers model, or `bm25` (instruction handling: retrievers.py).
 --data takes evaluation folders (eval_data.py), mteb task names (run through `mteb.evaluate`, needs the Hub), or
@@ -11,6 +12,8 @@ without them (queries alone; passages come from the cache), unless --no-instruct
 Output: DIR/<model>/metrics.json and metrics_no_instructions.json (`{dataset: {metric: value}}`, mteb's names),
 DIR/<model>/runs/<dataset>[.no_instructions].trec (TREC run files), DIR/metrics.json (`{model: {dataset: ...}}`,
 the no-instruction runs as "<model> (no instructions)"), DIR/report.md, DIR/ndcg_at_10.png and DIR/p-MRR.png.
+With --update-card, the scores with instructions also go into the card (README.md `model-index`) of each model that
+is a folder written by `infembed train`, with the dataset's Hub id, config and split for mteb tasks.
 """
 
 import argparse
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from .eval_data import EvalDataError, EvalDataset, load_eval_dataset
 from .metrics import Run, evaluate_run, ranked
+from .model_card import eval_results_for, has_training_record, update_model_card
 from .retrievers import (
     DEFAULT_TOP_K,
     Bm25Retriever,
@@ -32,6 +36,9 @@ from .retrievers import (
     from_sentence_transformer,
     load_retriever,
 )
+
+# The metrics a model card shows and its model-index holds; metrics.json keeps them all.
+CARD_METRICS = ("ndcg_at_10", "p-MRR", "map_at_1000", "recall_at_100", "mrr_at_10", "robustness_at_10")
 
 
 @dataclass
@@ -154,7 +161,7 @@ def evaluate(
                 continue
             task = get_task(data.name, data.local_path)
             predictions = out / "runs" / f"mteb{suffix}" if out else None
-            results[data.name] = run_task(retriever, task, instructions, predictions)
+            results[data.name] = run_task(retriever, task, instructions, predictions, data.local_path)
             continue
         run = retriever.search(data, instructions, top_k)
         results[data.name] = evaluate_run(data.qrels, run, data.qrel_diff)
@@ -167,6 +174,21 @@ def evaluate(
         name = "metrics.json" if instructions else "metrics_no_instructions.json"
         (out / name).write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def card_results(results: dict[str, dict[str, float]], datasets: list[EvalDataset | MtebTask]) -> list:
+    """`EvalResult`s for a model card: the card's metrics of each dataset, with the Hub id, config, split and
+    revision of mteb tasks (a local folder is known by its name only)."""
+    from .mteb_adapter import task_source
+
+    entries = []
+    for data in datasets:
+        if data.name not in results:
+            continue
+        metrics = {k: results[data.name][k] for k in CARD_METRICS if k in results[data.name]}
+        source = task_source(data.name) if isinstance(data, MtebTask) else {}
+        entries += eval_results_for(data.name, metrics, **source)
+    return entries
 
 
 def add_parser(subparsers) -> None:
@@ -184,7 +206,24 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="documents kept per query in full-corpus search")
     p.add_argument("--cache-dir", help="passage vector cache (default $INFEMBED_CACHE or $HF_HOME/infembed)")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="write a side-by-side report of earlier eval outputs")
+    p.add_argument(
+        "--update-card",
+        action="store_true",
+        help="write the scores with instructions into the card (model-index) of each model folder from infembed train",
+    )
     p.set_defaults(func=run)
+
+
+def _update_card_problem(args: argparse.Namespace, cards: list[str]) -> str | None:
+    """Why --update-card cannot do what it says, checked before any model runs."""
+    if args.no_instructions:
+        return "--update-card writes the scores with instructions; drop --no-instructions"
+    if not cards:
+        return "--update-card: no --model is a folder written by `infembed train` (with training_args.json)"
+    for spec in args.model:
+        if spec not in cards:
+            print(f"--update-card: {spec} has no card of ours (not a folder written by `infembed train`); skipped")
+    return None
 
 
 def _fail(message: str) -> int:
@@ -205,6 +244,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         return 0
     if not args.model or not args.data:
         return _fail("--model and --data are required (or --compare DIR ...)")
+    cards = [spec for spec in args.model if has_training_record(spec)] if args.update_card else []
+    if args.update_card and (problem := _update_card_problem(args, cards)):
+        return _fail(problem)
     try:  # every dataset is checked before any model is loaded
         datasets = [parse_data(d) for d in args.data]
     except EvalDataError as e:
@@ -227,11 +269,17 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         used.add(name)
         folder = output / name
         for setting in [False] if args.no_instructions else [True, False]:
-            results = evaluate(retriever, datasets, folder, setting, cache_dir=args.cache_dir, top_k=args.top_k)
+            try:
+                results = evaluate(retriever, datasets, folder, setting, cache_dir=args.cache_dir, top_k=args.top_k)
+            except EvalDataError as e:  # e.g. an mteb task whose data or packages are missing here
+                return _fail(str(e))
             label = "with instructions" if setting else "without instructions"
             for dataset, metrics in results.items():
                 shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("ndcg_at_10", "p-MRR") if k in metrics)
                 print(f"{retriever.name} | {dataset} | {label}: {shown}")
+            if setting and spec in cards:
+                card = update_model_card(spec, card_results(results, datasets))
+                print(f"card updated: {card} (model-index)")
         folders.append(folder)
     print(f"report: {write_report(output, folders)}")
     return 0

@@ -1,8 +1,10 @@
 """The README.md (Hub model card) of a trained InF-Embed folder, and its evaluation results.
 
 The card is rendered from `hub_cards/model_card.md.jinja` with the run record `training_args.json` that
-`infembed train` writes; the results live in the card's YAML (`model-index`) and, for Hub benchmark datasets, in
-`.eval_results/*.yaml`, so `update_model_card` can add results and re-render without losing earlier ones.
+`infembed train` writes; the results live in the card's YAML (`model-index`, huggingface_hub's `EvalResult`s with
+the dataset's Hub id, config and split where known) and, for Hub benchmark datasets, in `.eval_results/*.yaml`, so
+`update_model_card` (used by `infembed eval --update-card`) can add results and re-render without losing earlier ones.
+The licence is the one `infembed train` recorded: the training data's, unless `--license` was given.
 
 library_name is `sentence-transformers`: the folder is a SentenceTransformer folder (modules.json, prompts), which
 gives the Hub's "Use this model" snippet and the embedding-model listings, while the card also shows the
@@ -14,9 +16,17 @@ import re
 from pathlib import Path
 
 import yaml
-from huggingface_hub import EvalResult, EvalResultEntry, ModelCard, ModelCardData, eval_result_entries_to_yaml
+from huggingface_hub import (
+    DatasetCard,
+    EvalResult,
+    EvalResultEntry,
+    ModelCard,
+    ModelCardData,
+    eval_result_entries_to_yaml,
+)
 
 from hub_cards import render
+from infir_dataset.redact import redact_record
 
 TRAINING_RECORD = "training_args.json"
 LOSS_CURVE = "loss_curve.png"
@@ -41,18 +51,114 @@ def _record(model_dir: Path) -> dict:
     path = model_dir / TRAINING_RECORD
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training record (is this a folder written by `infembed train`?)")
-    return json.loads(path.read_text())
+    # a record written before secrets were redacted must not put one in the card either
+    return redact_record(json.loads(path.read_text()))
 
 
-def _existing_results(model_dir: Path) -> dict[str, dict[str, float]]:
-    """{dataset: {metric: value}} from the card's model-index, if the card exists."""
+def has_training_record(model_dir: str | Path) -> bool:
+    """Whether `model_dir` is a folder written by `infembed train` (so its card can be re-rendered)."""
+    return (Path(model_dir) / TRAINING_RECORD).is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Licence
+# ----------------------------------------------------------------------------------------------------------------------
+
+LICENSE_FIELDS = ("license", "license_name", "license_link")
+
+
+def dataset_license(data: str) -> dict[str, str] | None:
+    """`license` (and `license_name`, `license_link`) from the card of a dataset folder or Hub id; None when the
+    card cannot be read (no README, Hub unreachable) or names no licence."""
+    try:
+        readme = Path(data) / "README.md"
+        card = DatasetCard.load(readme if Path(data).is_dir() else data)
+    except Exception:  # missing file, offline, not a dataset repo: the caller says what to do
+        return None
+    metadata = card.data.to_dict()
+    found = {key: str(metadata[key]) for key in LICENSE_FIELDS if metadata.get(key)}
+    return found if "license" in found else None
+
+
+def _license(record: dict) -> dict[str, str]:
+    """The recorded licence; records from before it was recorded had only `--license` (default apache-2.0)."""
+    if "license" in record:
+        return record["license"] or {}
+    return {"license": record["infembed_arguments"].get("license") or "apache-2.0"}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation results (model-index)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def eval_results_for(
+    name: str,
+    metrics: dict[str, float],
+    *,
+    dataset_id: str | None = None,
+    config: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+) -> list[EvalResult]:
+    """One `EvalResult` per metric of dataset `name`; `dataset_id` is its Hub id when known (a Hub id as `name`
+    counts as one)."""
+    for metric, value in metrics.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ValueError(f"result {name}/{metric} must be a number, got {value!r}")
+    if dataset_id is None and _is_hub_id(name):
+        dataset_id = name
+    return [
+        EvalResult(
+            task_type="text-retrieval",
+            dataset_type=dataset_id or name,
+            dataset_name=name,
+            dataset_config=config,
+            dataset_split=split,
+            dataset_revision=revision,
+            metric_type=metric,
+            metric_name=metric,
+            metric_value=float(value),
+        )
+        for metric, value in sorted(metrics.items())
+    ]
+
+
+def _as_eval_results(results: dict[str, dict[str, float]] | list[EvalResult] | None) -> list[EvalResult]:
+    if isinstance(results, dict):
+        return [r for name, metrics in results.items() for r in eval_results_for(name, metrics)]
+    return list(results or [])
+
+
+def _existing_results(model_dir: Path) -> list[EvalResult]:
+    """The card's model-index, if the card exists."""
     readme = model_dir / "README.md"
     if not readme.is_file():
-        return {}
-    results: dict[str, dict[str, float]] = {}
-    for result in ModelCard.load(readme).data.eval_results or []:
-        results.setdefault(result.dataset_name, {})[result.metric_type] = result.metric_value
-    return results
+        return []
+    return list(ModelCard.load(readme).data.eval_results or [])
+
+
+def _merge(old: list[EvalResult], new: list[EvalResult]) -> list[EvalResult]:
+    """`old` with each result that `new` measures again replaced (same dataset, config, split, metric)."""
+    kept = [r for r in old if not any(r.is_equal_except_value(n) for n in new)]
+    return sorted(kept + new, key=lambda r: (r.dataset_name, r.dataset_split or "", r.metric_type))
+
+
+def _results_table(results: list[EvalResult]) -> dict[str, dict]:
+    """{row label: {"hub_id", "config", "split", "metrics": {metric: value}}} for the card's table."""
+    rows: dict[str, dict] = {}
+    for r in results:
+        row = rows.setdefault(
+            r.dataset_name,
+            {
+                "hub_id": r.dataset_type if _is_hub_id(r.dataset_type) else None,
+                "config": r.dataset_config,
+                "split": r.dataset_split,
+                "metrics": {},
+            },
+        )
+        row["metrics"][r.metric_type] = r.metric_value
+    return rows
 
 
 def _query_prompt(template: str, instruction: str) -> str:
@@ -68,24 +174,12 @@ def _last_eval(log_history: list[dict]) -> dict[str, float]:
     return {key.removeprefix("eval_"): evals[-1][key] for key in keep if key in evals[-1]}
 
 
-def build_card_data(record: dict, results: dict[str, dict[str, float]], is_adapter: bool) -> ModelCardData:
+def build_card_data(record: dict, eval_results: list[EvalResult], is_adapter: bool) -> ModelCardData:
     ours = record["infembed_arguments"]
     base, dataset = ours.get("base_model_id"), ours.get("dataset_id")
-    eval_results = [
-        EvalResult(
-            task_type="text-retrieval",
-            dataset_type=name,
-            dataset_name=name,
-            metric_type=metric,
-            metric_name=metric,
-            metric_value=float(value),
-        )
-        for name, metrics in sorted(results.items())
-        for metric, value in sorted(metrics.items())
-    ]
     return ModelCardData(
         language="en",
-        license=ours.get("license", "apache-2.0"),
+        **_license(record),
         library_name="peft" if is_adapter else "sentence-transformers",
         pipeline_tag="sentence-similarity",
         tags=[
@@ -107,14 +201,15 @@ def build_card_data(record: dict, results: dict[str, dict[str, float]], is_adapt
 
 
 def render_model_card(
-    model_dir: str | Path, results: dict[str, dict[str, float]] | None = None, repo_id: str | None = None
+    model_dir: str | Path,
+    results: dict[str, dict[str, float]] | list[EvalResult] | None = None,
+    repo_id: str | None = None,
 ) -> str:
     """The card text for `model_dir` with its earlier results plus `results` (newer values win)."""
     model_dir = Path(model_dir)
     record = _record(model_dir)
-    merged = _existing_results(model_dir)
-    for name, metrics in (results or {}).items():
-        merged.setdefault(name, {}).update(metrics)
+    merged = _merge(_existing_results(model_dir), _as_eval_results(results))
+    table = _results_table(merged)
     ours, training, config = record["infembed_arguments"], record["training_arguments"], record["model_config"]
     is_adapter = (model_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file()
     card_data = build_card_data(record, merged, is_adapter)
@@ -142,8 +237,10 @@ def render_model_card(
         batch_rows=batch_rows,
         last_eval=_last_eval(record.get("log_history", [])),
         has_loss_curve=(model_dir / LOSS_CURVE).is_file(),
-        results=merged,
-        metric_names=sorted({metric for metrics in merged.values() for metric in metrics}),
+        license={key: _license(record).get(key) for key in LICENSE_FIELDS},
+        license_from_data=record.get("license_from") == "data",
+        results=table,
+        metric_names=sorted({r.metric_type for r in merged}),
         paper=PAPER,
     )
 
@@ -156,26 +253,30 @@ def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
     return model_dir / "README.md"
 
 
-def update_model_card(model_dir: str | Path, results: dict[str, dict[str, float]]) -> Path:
-    """Add evaluation results (`{dataset: {metric: value}}`, mteb's metric names) to the card and re-render it.
+def update_model_card(model_dir: str | Path, results: dict[str, dict[str, float]] | list[EvalResult]) -> Path:
+    """Add evaluation results to the card's model-index and re-render it: `EvalResult`s (see `eval_results_for`),
+    or `{dataset: {metric: value}}` with mteb's metric names.
 
-    Also writes `.eval_results/<dataset>.yaml` for datasets named by a Hub id, the format the Hub's leaderboards read.
+    Also writes `.eval_results/<dataset>.yaml` for datasets with a Hub id, the format the Hub's leaderboards read.
     """
     model_dir = Path(model_dir)
-    for name, metrics in results.items():
-        for metric, value in metrics.items():
-            if not isinstance(value, int | float):
-                raise ValueError(f"result {name}/{metric} must be a number, got {value!r}")
-    text = render_model_card(model_dir, results=results)
+    new = _as_eval_results(results)
+    text = render_model_card(model_dir, results=new)
     (model_dir / "README.md").write_text(text, encoding="utf-8")
-    for name, metrics in results.items():
-        if _is_hub_id(name):
-            entries = [
-                EvalResultEntry(dataset_id=name, task_id=metric, value=float(v)) for metric, v in metrics.items()
-            ]
-            folder = model_dir / ".eval_results"
-            folder.mkdir(exist_ok=True)
-            (folder / f"{name.replace('/', '__')}.yaml").write_text(
-                yaml.safe_dump(eval_result_entries_to_yaml(entries))
+    by_dataset: dict[str, list[EvalResult]] = {}
+    for r in new:
+        if _is_hub_id(r.dataset_type):
+            by_dataset.setdefault(r.dataset_type, []).append(r)
+    for dataset_id, measured in by_dataset.items():
+        entries = [
+            EvalResultEntry(
+                dataset_id=dataset_id, task_id=r.metric_type, value=r.metric_value, dataset_revision=r.dataset_revision
             )
+            for r in measured
+        ]
+        folder = model_dir / ".eval_results"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{dataset_id.replace('/', '__')}.yaml").write_text(
+            yaml.safe_dump(eval_result_entries_to_yaml(entries))
+        )
     return model_dir / "README.md"

@@ -14,6 +14,7 @@ import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 
+from .eval_data import EvalDataError
 from .retrievers import DenseRetriever
 
 
@@ -60,6 +61,64 @@ class RetrieverEncoder(AbsEncoder):
         return np.concatenate(out).astype(np.float32)
 
 
+# Import names whose package has another name on PyPI.
+PIP_NAMES = {"Stemmer": "PyStemmer"}
+
+
+class MtebTaskError(EvalDataError):
+    """An mteb task that cannot run here, with the cause and the fix in one line."""
+
+
+def task_source(name: str) -> dict[str, str | None]:
+    """The Hub dataset an mteb task reads (also when run on a local snapshot): id, revision, config and split."""
+    import mteb
+
+    metadata = mteb.get_task(name).metadata
+    return {
+        "dataset_id": metadata.dataset.get("path"),
+        "revision": metadata.dataset.get("revision"),
+        "config": (metadata.hf_subsets or ["default"])[0],
+        "split": metadata.eval_splits[0],
+    }
+
+
+def _is_network_error(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, is a failed or refused connection (datasets and
+    huggingface_hub wrap them: `ConnectionError: Couldn't reach ... (OfflineModeIsEnabled)`)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError  # not cached, and the Hub not asked or not reached
+
+    while error is not None:
+        if isinstance(error, ConnectionError | TimeoutError | LocalEntryNotFoundError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _unreachable_message(task, local_path: str | Path | None) -> str:
+    from huggingface_hub import constants
+
+    name, dataset = task.metadata.name, task.metadata.dataset["path"]
+    if local_path is not None:
+        return f"mteb task {name}: cannot read its data from {local_path} (give a snapshot of its Hub dataset)"
+    if constants.HF_HUB_OFFLINE:
+        cause, fetch = "HF_HUB_OFFLINE is set and", "unset HF_HUB_OFFLINE on a machine with network to cache it once"
+    else:
+        cause, fetch = "the Hub cannot be reached and", "run once with network to cache it"
+    return (
+        f"mteb task {name}: {cause} its data ({dataset}) is not in the local cache; {fetch}, or download a snapshot "
+        f"(`hf download {dataset} --repo-type dataset --local-dir DIR`) and pass --data {name}=DIR"
+    )
+
+
+def _missing_package_message(task, error: ImportError, model_name: str) -> str:
+    module = (error.name or "").split(".")[0]
+    package = PIP_NAMES.get(module, module)
+    return (
+        f"mteb task {task.metadata.name}: {model_name} needs the Python package {package}, which is not installed "
+        f"(`pip install {package}`, or `make setup` to install infir's dependencies)"
+    )
+
+
 def get_task(name: str, local_path: str | Path | None = None):
     """An mteb task by name; with `local_path`, its data is read from that folder (a snapshot of the Hub repo)."""
     import mteb
@@ -71,24 +130,43 @@ def get_task(name: str, local_path: str | Path | None = None):
     return task
 
 
-def run_task(retriever, task, use_instructions: bool = True, prediction_folder: Path | None = None) -> dict[str, float]:
-    """Evaluate one mteb task and return its test scores under mteb's names (nested og/changed dicts left out)."""
+BM25_MODEL = "mteb/baseline-bm25s"
+
+
+def run_task(
+    retriever,
+    task,
+    use_instructions: bool = True,
+    prediction_folder: Path | None = None,
+    local_path: str | Path | None = None,
+) -> dict[str, float]:
+    """Evaluate one mteb task and return its test scores under mteb's names (nested og/changed dicts left out).
+
+    Raises MtebTaskError when a package the mteb model needs is missing or the task's data cannot be had.
+    """
     import mteb
 
     if isinstance(retriever, DenseRetriever):
-        model = RetrieverEncoder(retriever, use_instructions)
+        model, model_name = RetrieverEncoder(retriever, use_instructions), retriever.name
     else:  # bm25: mteb's own bm25s baseline, which always reads mteb's "query instruction" text
-        model = mteb.get_model("mteb/baseline-bm25s")
+        model, model_name = mteb.get_model(BM25_MODEL), f"mteb's BM25 baseline ({BM25_MODEL})"
     if prediction_folder is not None:
         Path(prediction_folder).mkdir(parents=True, exist_ok=True)
-    result = mteb.evaluate(
-        model,
-        task,
-        cache=None,
-        show_progress_bar=False,
-        prediction_folder=prediction_folder,
-        overwrite_strategy="always",
-    )
+    try:
+        result = mteb.evaluate(
+            model,
+            task,
+            cache=None,
+            show_progress_bar=False,
+            prediction_folder=prediction_folder,
+            overwrite_strategy="always",
+        )
+    except ImportError as e:  # an optional dependency of the mteb model (PyStemmer for BM25)
+        raise MtebTaskError(_missing_package_message(task, e, model_name)) from None
+    except Exception as e:
+        if _is_network_error(e):
+            raise MtebTaskError(_unreachable_message(task, local_path)) from None
+        raise
     task_result = result.task_results[0]
     split = task.metadata.eval_splits[0]
     scores = task_result.scores[split][0]

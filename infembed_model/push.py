@@ -1,8 +1,9 @@
 """`infembed push DIR --repo-id ORG/NAME [--private] [--dry-run]`: publish a trained InF-Embed folder on the Hub.
 
-The folder is checked first (weights in safetensors, remote-code files, tokenizer, card metadata); checkpoints,
-pickles and logs are never uploaded. `--dry-run` prints what would be uploaded and touches neither the Hub nor the
-folder. The token comes from `HF_TOKEN` or `hf auth login`, and is never printed.
+The folder is checked first (weights in safetensors, remote-code files, tokenizer, card metadata, no file holding a
+string shaped like a token or key). Only the files an InF-Embed folder consists of are sent (`ALLOW_PATTERNS`); what
+is left out (checkpoints, pickles, logs, anything else) is named. `--dry-run` prints what would be uploaded and
+touches neither the Hub nor the folder. The token comes from `HF_TOKEN` or `hf auth login`, and is never printed.
 """
 
 import argparse
@@ -13,10 +14,47 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from infir_dataset.hub_files import files_uploaded, human_size
+from infir_dataset.hub_files import files_left_out, files_uploaded, human_size
+from infir_dataset.redact import secret_problems
 
-# Training state and anything pickled stays local.
-IGNORE_PATTERNS = ["checkpoint-*/", "runs/", ".cache/", "*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", ".git/"]
+from .model_card import LOSS_CURVE, TRAINING_RECORD
+
+# What a tokenizer of any backbone family saves (fast and slow files, sentencepiece models, chat templates).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+)
+ADAPTER_WEIGHTS = ("adapter_config.json", "adapter_model.safetensors")
+# The files an InF-Embed folder consists of, and nothing else: weights only as safetensors (never a pickle), the
+# remote code, the tokenizer, the sentence-transformers description, the card with what it shows and its results,
+# and the LoRA adapter (alone, or in `adapter/` beside merged weights).
+ALLOW_PATTERNS = [
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "configuration_infembed.py",
+    "modeling_infembed.py",
+    *TOKENIZER_FILES,
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "README.md",
+    TRAINING_RECORD,
+    LOSS_CURVE,
+    ".eval_results/*.yaml",
+    *ADAPTER_WEIGHTS,
+    *(f"adapter/{name}" for name in (*ADAPTER_WEIGHTS, "README.md", *TOKENIZER_FILES)),
+]
 MODEL_FILES = (
     "config.json",
     "configuration_infembed.py",
@@ -36,7 +74,7 @@ class PushError(Exception):
 
 def files_to_upload(folder: Path) -> list[Path]:
     """Paths (relative to `folder`) that the upload sends."""
-    return files_uploaded(folder, IGNORE_PATTERNS)
+    return files_uploaded(folder, ALLOW_PATTERNS)
 
 
 def check_folder(folder: Path) -> list[str]:
@@ -63,6 +101,7 @@ def check_folder(folder: Path) -> list[str]:
                 "(train with --base-model-id)"
             )
     problems += _check_card(folder)
+    problems += secret_problems(folder, files_to_upload(folder))
     return problems
 
 
@@ -75,6 +114,11 @@ def _check_card(folder: Path) -> list[str]:
     except (ValueError, TypeError) as e:
         return [f"{readme}: unreadable card metadata: {e}"]
     problems = [f"{readme}: card metadata has no {field!r}" for field in CARD_FIELDS if not data.get(field)]
+    if data.get("license") == "other" and not (data.get("license_name") and data.get("license_link")):
+        problems.append(
+            f"{readme}: card metadata says license: other without license_name and license_link "
+            "(train with --license other --license-name NAME --license-link URL, or a --license the Hub knows)"
+        )
     for field in ("base_model", "datasets"):
         values = data.get(field) or []
         for value in [values] if isinstance(values, str) else values:
@@ -104,13 +148,16 @@ def push(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool 
     )
     for f in files:
         print(f"  {human_size((folder / f).stat().st_size):>9}  {f.as_posix()}")
+    left_out = files_left_out(folder, files)
+    if left_out:
+        print(f"left out (not part of an InF-Embed folder): {', '.join(left_out)}")
     if dry_run:
         return files
 
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    from .model_card import TRAINING_RECORD, write_model_card
+    from .model_card import write_model_card
 
     if (folder / TRAINING_RECORD).is_file():
         write_model_card(folder, repo_id=repo_id)  # usage snippets name the repo
@@ -121,7 +168,7 @@ def push(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool 
             repo_id=repo_id,
             folder_path=folder,
             repo_type="model",
-            ignore_patterns=list(IGNORE_PATTERNS),  # upload_folder appends its defaults to the list it is given
+            allow_patterns=list(ALLOW_PATTERNS),  # upload_folder adds its own ignore patterns (.git, .cache)
             commit_message="Upload InF-Embed model",
         )
     except (HfHubHTTPError, OSError) as e:

@@ -24,9 +24,11 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
+from infir_dataset.redact import redact_arguments, redact_argv, redact_record
+
 from . import is_infembed
 from .configuration_infembed import COMBINES, LOSS_MODES, LOSS_TERMS, POOLINGS
-from .model_card import LOSS_CURVE, TRAINING_RECORD, write_model_card
+from .model_card import LOSS_CURVE, TRAINING_RECORD, dataset_license, write_model_card
 from .modeling_infembed import RECORD_FIELDS, InfEmbedModel
 
 # Linear layers LoRA adapts, per backbone family (LIBRARIES.md §6); the first family present in the backbone wins.
@@ -84,7 +86,11 @@ class InfEmbedTrainArguments:
         default=None, metadata={"help": "Hub id of the backbone for the card and adapter (default: --backbone)"}
     )
     dataset_id: str | None = field(default=None, metadata={"help": "Hub id of the data for the card (default: --data)"})
-    license: str = field(default="apache-2.0", metadata={"help": "license in the model card"})
+    license: str | None = field(
+        default=None, metadata={"help": "licence in the model card (default: the training data's, from its card)"}
+    )
+    license_name: str | None = field(default=None, metadata={"help": "with --license other: the licence's short name"})
+    license_link: str | None = field(default=None, metadata={"help": "with --license other: where its terms are"})
 
     def __post_init__(self):
         if self.eval_split and self.eval_fraction is not None:
@@ -95,6 +101,8 @@ class InfEmbedTrainArguments:
             raise TrainError(f"--lora-r must be >= 0, got {self.lora_r}")
         if self.merge_lora and not self.lora_r:
             raise TrainError("--merge-lora needs --lora-r > 0")
+        if (self.license_name or self.license_link) and not self.license:
+            raise TrainError("--license-name and --license-link go with --license")
         if self.base_model_id is None and not Path(self.backbone).exists():
             self.base_model_id = self.backbone
         if self.dataset_id is None and not Path(self.data).exists():
@@ -367,22 +375,42 @@ def _point_adapter_at(adapter_dir: Path, base: str) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def model_license(args: InfEmbedTrainArguments) -> tuple[dict[str, str] | None, str | None]:
+    """The model card's licence and where it comes from: `--license` when given, else the training data's, since
+    weights learnt from data under non-commercial terms (MS MARCO's) are not for any use by default."""
+    if args.license:
+        given = {"license": args.license, "license_name": args.license_name, "license_link": args.license_link}
+        return {key: value for key, value in given.items() if value}, "argument"
+    found = dataset_license(args.data)
+    if found is None:
+        print(
+            f"infembed train: warning: the card of {args.data} names no licence, so the model card has none "
+            "(give --license)",
+            file=sys.stderr,
+        )
+        return None, None
+    return found, "data"
+
+
 def write_run_record(
     out: Path, args, training, trainer, model, result, train_size: int, eval_rows, command: list[str] | None
 ) -> None:
-    """`training_args.json`, the loss curve and the model card."""
+    """`training_args.json`, the loss curve and the model card; secrets given as arguments are redacted."""
     from .training_eval import plot_loss_curve
 
     model_config = {
         k: v for k, v in model.config.to_dict().items() if k not in ("encoder_config", "transformers_version")
     }
+    licence, licence_from = model_license(args)
     record = {
-        "infembed_arguments": dataclasses.asdict(args),
-        "training_arguments": json.loads(training.to_json_string()),
+        "infembed_arguments": redact_arguments(dataclasses.asdict(args)),
+        "training_arguments": redact_arguments(json.loads(training.to_json_string())),
         "model_config": model_config,
         "backbone_model_type": model.config.encoder_config.model_type,
         "model_name": out.name,
-        "command": shlex.join(["infembed", "train", *command]) if command is not None else None,
+        "command": shlex.join(["infembed", "train", *redact_argv(command)]) if command is not None else None,
+        "license": licence,
+        "license_from": licence_from,
         "world_size": training.world_size,
         "train_rows": train_size,
         "eval_rows": len(eval_rows) if eval_rows is not None else 0,
@@ -390,7 +418,7 @@ def write_run_record(
         "train_loss": result.training_loss,
         "log_history": trainer.state.log_history,
     }
-    (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    (out / TRAINING_RECORD).write_text(json.dumps(redact_record(record), indent=2) + "\n")
     plot_loss_curve(trainer.state.log_history, out / LOSS_CURVE)
     write_model_card(out)
 

@@ -53,6 +53,10 @@ OWNED = ("data", "triplets", "provenance", "README.md", REJECTS)
 CARD_TEMPLATE = "dataset_card.md.jinja"
 CONFIG_FOLDERS = {"default": "data", "triplets": "triplets", "provenance": "provenance"}
 TAGS = ["instruction-following", "information-retrieval", "hard-negatives", "synthetic", "embeddings", "infir"]
+# `license: other` must say which terms (the Hub's card spec): by default those of the MS MARCO passages the rows
+# are written from, which allow non-commercial research use only.
+MSMARCO_LICENSE_NAME = "ms-marco"
+MSMARCO_LICENSE_LINK = "https://microsoft.github.io/msmarco/"
 
 
 class BuildError(Exception):
@@ -369,6 +373,8 @@ def _card(
     card_data = DatasetCardData(
         language=["en"],
         license=meta["license"],
+        license_name=meta["license_name"],
+        license_link=meta["license_link"],
         task_categories=["text-retrieval"],
         task_ids=["document-retrieval"],
         size_categories=[_size_category(stats.kept)],
@@ -382,6 +388,10 @@ def _card(
         card_yaml=card_data.to_yaml(),
         pretty_name=meta["pretty_name"],
         repo_id=meta["repo_id"],
+        license=meta["license"],
+        license_name=meta["license_name"],
+        license_link=meta["license_link"],
+        msmarco_terms=meta["license_link"] == MSMARCO_LICENSE_LINK,
         stats=stats,
         sources=stats.sources,
         holdout_splits=stats.holdout_splits,
@@ -426,6 +436,8 @@ def build_repo(
     source: str = "msmarco",
     shard_rows: int = SHARD_ROWS,
     license: str = "other",
+    license_name: str | None = None,
+    license_link: str | None = None,
     pretty_name: str = "InF-IR",
     repo_id: str = "InF-IR/InF-IR",
 ) -> BuildStats:
@@ -434,6 +446,7 @@ def build_repo(
     `source` names the split of rows that carry no `source` of their own. Rows of `holdout` go to `<source>_holdout`
     splits as given, and the other rows are decontaminated against them too. Raises `InputError` for an unreadable
     input and `BuildError` when nothing is left to write; in both cases `out_dir` is left as it was.
+    `license="other"` without `license_name` and `license_link` means MS MARCO's terms.
     """
     if not SPLIT_NAME.match(source):
         raise BuildError(f"--source {source!r} is not a valid split name (letters, digits, underscores)")
@@ -520,7 +533,10 @@ def build_repo(
             for (config, split, part), (_, nbytes) in zip(jobs, written, strict=True):
                 sizes[config][split] = (len(part), nbytes)
         _write_rejects(rejects, tmp / REJECTS)
-        meta = {"license": license, "pretty_name": pretty_name, "repo_id": repo_id}
+        if license == "other" and not (license_name or license_link):
+            license_name, license_link = MSMARCO_LICENSE_NAME, MSMARCO_LICENSE_LINK
+        meta = {"license": license, "license_name": license_name, "license_link": license_link}
+        meta |= {"pretty_name": pretty_name, "repo_id": repo_id}
         (tmp / "README.md").write_text(_card(stats, sizes, models, **meta), encoding="utf-8")
         _install(tmp, out)
     finally:
@@ -573,7 +589,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--source", default="msmarco", help="source (split name) of rows without one (default: msmarco)"
     )
     parser.add_argument("--shard-rows", type=int, default=SHARD_ROWS, help=f"rows per Parquet shard ({SHARD_ROWS})")
-    parser.add_argument("--license", default="other", help="license in the card metadata (default: other)")
+    parser.add_argument(
+        "--license",
+        default="other",
+        help="license in the card metadata (default: other, with MS MARCO's non-commercial research terms)",
+    )
+    parser.add_argument("--license-name", help=f"with --license other: the terms' short name ({MSMARCO_LICENSE_NAME})")
+    parser.add_argument("--license-link", help=f"with --license other: where the terms are ({MSMARCO_LICENSE_LINK})")
     parser.add_argument("--pretty-name", default="InF-IR", help="dataset name shown on the Hub")
     parser.add_argument("--repo-id", default="InF-IR/InF-IR", help="Hub id used in the card's usage snippets")
     parser.set_defaults(func=run)
@@ -590,6 +612,8 @@ def run(args: argparse.Namespace) -> int:
             source=args.source,
             shard_rows=args.shard_rows,
             license=args.license,
+            license_name=args.license_name,
+            license_link=args.license_link,
             pretty_name=args.pretty_name,
             repo_id=args.repo_id,
         )

@@ -1,6 +1,8 @@
 """`infir push-repo`: upload a dataset repo folder from `infir build-repo` to the Hub with huggingface_hub.
 
-`rejects.jsonl` stays local, and the uploaded card's usage snippets load the target repo id. Old shards on the Hub
+Only the files of the repo format are sent (README.md and the Parquet shards of each config); `rejects.jsonl` and
+anything else in the folder stay local and are named. A file holding a string shaped like a token or key stops the
+upload. The uploaded card's usage snippets load the target repo id. Old shards on the Hub
 that the new build no longer has are deleted in the same commit, so the README's `data/<split>-*` globs never pick up
 stale files. The token comes from huggingface_hub's usual places (`HF_TOKEN`, `hf auth login`) and is never printed.
 """
@@ -14,22 +16,31 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .build_repo import REJECTS
-from .hub_files import files_uploaded, human_size
+from .build_repo import CONFIG_FOLDERS
+from .hub_files import files_left_out, files_uploaded, human_size
+from .redact import secret_problems
 from .validate import SPLIT_NAME
 
-IGNORE_PATTERNS = [REJECTS, ".*", ".*/**"]
-DELETE_PATTERNS = ["data/*.parquet", "triplets/*.parquet", "provenance/*.parquet"]
+# The shards of every config, as `infir build-repo` writes them. Old shards on the Hub go in the same commit.
+SHARD_PATTERNS = [f"{folder}/*.parquet" for folder in CONFIG_FOLDERS.values()]
+ALLOW_PATTERNS = ["README.md", *SHARD_PATTERNS]
+DELETE_PATTERNS = list(SHARD_PATTERNS)
 REQUIRED_METADATA = ("license", "language", "task_categories", "configs")
 
 
 class CardError(Exception):
-    """The folder's README.md metadata would not give a loadable dataset repo."""
+    """The folder's README.md metadata would not give a loadable dataset repo, or a file holds a secret."""
 
 
 def upload_files(folder: Path) -> list[Path]:
     """The files (relative paths) that the upload sends."""
-    return files_uploaded(folder, IGNORE_PATTERNS)
+    return files_uploaded(folder, ALLOW_PATTERNS)
+
+
+def check_secrets(folder: Path) -> None:
+    problems = secret_problems(folder, upload_files(folder))
+    if problems:
+        raise CardError("; ".join(problems))
 
 
 def card_for(readme: str, repo_id: str) -> str:
@@ -57,6 +68,11 @@ def check_card(folder: Path) -> dict:
         raise CardError(f"{readme}: metadata lacks {', '.join(missing)}")
     if "text-retrieval" not in metadata["task_categories"]:
         raise CardError(f"{readme}: task_categories should include text-retrieval")
+    if metadata["license"] == "other" and not (metadata.get("license_name") and metadata.get("license_link")):
+        raise CardError(
+            f"{readme}: license: other needs license_name and license_link (rebuild with `infir build-repo "
+            "--license-name NAME --license-link URL`, or a --license the Hub knows)"
+        )
     uploaded = [p.as_posix() for p in upload_files(folder)]
     for name, config in configs.items():
         for entry in config.get("data_files", []):
@@ -94,7 +110,7 @@ def push_repo(folder: str | Path, repo_id: str, *, private: bool = False, commit
             repo_type="dataset",
             folder_path=staging,
             commit_message=commit_message or "Upload InF-IR dataset built with `infir build-repo`",
-            ignore_patterns=list(IGNORE_PATTERNS),  # upload_folder appends its defaults to the list it is given
+            allow_patterns=list(ALLOW_PATTERNS),  # upload_folder adds its own ignore patterns (.git, .cache)
             delete_patterns=DELETE_PATTERNS,
         )
     return str(getattr(info, "commit_url", info))
@@ -131,10 +147,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         metadata = check_card(folder)
+        check_secrets(folder)
     except CardError as e:
         print(f"infir: error: {e}", file=sys.stderr)
         return 1
     files = upload_files(folder)
+    left_out = files_left_out(folder, files)
     if args.dry_run:
         total = 0
         for rel in files:
@@ -143,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{human_size(size):>10}  {rel.as_posix()}")
         configs = ", ".join(c["config_name"] for c in metadata["configs"])
         visibility = "private" if args.private else "public"
-        print(f"{human_size(total):>10}  total, {len(files)} files (not uploaded: {REJECTS})")
+        print(f"{human_size(total):>10}  total, {len(files)} files")
+        if left_out:
+            print(f"not uploaded (not part of the dataset repo format): {', '.join(left_out)}")
         print(f"card metadata OK: license {metadata['license']}, configs {configs}")
         print(f"dry run: would upload to https://huggingface.co/datasets/{args.repo_id} ({visibility})")
         return 0
@@ -153,4 +173,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"infir: error: upload to {args.repo_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(f"uploaded {len(files)} files to https://huggingface.co/datasets/{args.repo_id} ({url})")
+    if left_out:
+        print(f"not uploaded (not part of the dataset repo format): {', '.join(left_out)}")
     return 0

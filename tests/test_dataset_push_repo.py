@@ -1,5 +1,6 @@
 """`infir push-repo`: the dry run lists files and checks the card offline; the upload goes through
-`HfApi.create_repo` + `HfApi.upload_folder` without rejects.jsonl (observed, since the Hub is unreachable here)."""
+`HfApi.create_repo` + `HfApi.upload_folder` with an allow-list of the repo format (observed, since the Hub is
+unreachable here); a file holding a token-shaped string is never sent."""
 
 import json
 import random
@@ -10,7 +11,7 @@ from huggingface_hub import HfApi
 
 from infir_dataset.build_repo import build_repo
 from infir_dataset.cli import main as infir_main
-from infir_dataset.push_repo import IGNORE_PATTERNS, upload_files
+from infir_dataset.push_repo import ALLOW_PATTERNS, upload_files
 
 SECRET = "hf_THISISASECRETTOKENVALUE1234567890"
 
@@ -48,7 +49,10 @@ def test_dry_run_lists_files_checks_card_and_never_prints_the_token(repo, capsys
     assert "data/msmarco-00000-of-00001.parquet" in out.out
     assert "triplets/hard_negative-00000-of-00001.parquet" in out.out
     assert "README.md" in out.out
-    assert "rejects.jsonl" not in out.out.replace("(not uploaded: rejects.jsonl)", "")
+    listed = out.out.split("not uploaded")[0]
+    assert (
+        "rejects.jsonl" not in listed and "not uploaded (not part of the dataset repo format): rejects.jsonl" in out.out
+    )
     assert "card metadata OK" in out.out and "(private)" in out.out
     size = (repo / "data/msmarco-00000-of-00001.parquet").stat().st_size
     assert f"{size / 1024:.1f} KB" in out.out
@@ -60,14 +64,47 @@ def test_upload_files_skip_rejects(repo):
     assert "rejects.jsonl" not in files and "README.md" in files
 
 
-def test_upload_files_follow_upload_folder_rules(repo):
-    """huggingface_hub's own filter, with its default patterns: nothing under .git or a .cache/huggingface folder."""
-    for extra in (".git/config", "data/.cache/huggingface/upload/x.lock", ".gitattributes", "notes/README.txt"):
+def test_upload_files_are_the_repo_format_only_and_the_rest_is_named(repo, capsys):
+    """An allow-list (README.md and the Parquet shards of each config): stray files, pickles, a clone's .git and
+    huggingface_hub's own cache stay local, and the dry run names them."""
+    strays = (".git/config", ".git/HEAD", "data/.cache/huggingface/upload/x.lock", "notes/README.txt", "model.pickle")
+    for extra in strays:
         (repo / extra).parent.mkdir(parents=True, exist_ok=True)
         (repo / extra).write_text("x")
     files = [p.as_posix() for p in upload_files(repo)]
-    assert "notes/README.txt" in files
-    assert not [f for f in files if ".git" in f or ".cache" in f or f == "rejects.jsonl"]
+    assert files and all(f == "README.md" or f.endswith(".parquet") for f in files)
+    assert infir_main(["push-repo", str(repo), "--repo-id", "me/inf-ir", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    left_out = printed.split("not uploaded (not part of the dataset repo format): ")[1].splitlines()[0]
+    assert left_out.split(", ") == [
+        ".git/ (2 files)",
+        "data/.cache/huggingface/upload/x.lock",
+        "model.pickle",
+        "notes/ (1 file)",
+        "rejects.jsonl",
+    ]
+
+
+def test_a_token_in_any_uploaded_file_stops_the_push(repo, capsys, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    calls = []
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(kw))
+    shard = next((repo / "data").glob("*.parquet"))
+    table = pq.read_table(shard)
+    passages = table["document_positive"].to_pylist()
+    passages[3] += f" (my key is {SECRET})"
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("document_positive"), "document_positive", pa.array(passages)),
+        shard,
+    )
+    for argv in (["--dry-run"], []):
+        assert infir_main(["push-repo", str(repo), "--repo-id", "me/inf-ir", *argv]) == 1
+        err = capsys.readouterr().err
+        assert f"{shard}: contains a string shaped like a Hugging Face token" in err
+        assert SECRET not in err and len(err.strip().splitlines()) == 1
+    assert calls == []
 
 
 @pytest.mark.parametrize(
@@ -78,6 +115,12 @@ def test_upload_files_follow_upload_folder_rules(repo):
         (
             lambda r: (r / "README.md").write_text((r / "README.md").read_text().replace("- text-retrieval\n", "")),
             "metadata lacks task_categories",
+        ),
+        (  # the Hub's card spec: `other` names its terms
+            lambda r: (r / "README.md").write_text(
+                (r / "README.md").read_text().replace("license_name: ms-marco\n", "")
+            ),
+            "license: other needs license_name and license_link",
         ),
     ],
 )
@@ -123,9 +166,10 @@ def test_upload_calls_create_repo_and_upload_folder_without_rejects(repo, capsys
     assert calls["card"].replace("me/inf-ir", "InF-IR/InF-IR") == local_card
     assert (repo / "README.md").read_text() == local_card
     assert not [p for p in repo.parent.iterdir() if p.name.startswith(".repo-push-")]  # staging removed
-    assert "rejects.jsonl" in upload["ignore_patterns"] and upload["ignore_patterns"] == IGNORE_PATTERNS
+    assert upload["allow_patterns"] == ALLOW_PATTERNS and "ignore_patterns" not in upload
     assert "data/*.parquet" in upload["delete_patterns"]  # stale shards of an earlier push go away
-    assert "uploaded" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "uploaded" in printed and "not uploaded (not part of the dataset repo format): rejects.jsonl" in printed
 
 
 def test_upload_failure_is_one_line(repo, capsys):

@@ -402,3 +402,40 @@ def test_make_eval_non_numeric_score(tmp_path, capsys):
     assert infembed("make-eval", "--followir", tmp_path / "q.jsonl", *args) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "q.jsonl:1: qrels_changed['d1'] must be an integer score, got 'high'" in err
+
+
+def test_bm25_runs_an_mteb_task(followir_folder, tmp_path):
+    """mteb's BM25 baseline stems with PyStemmer, a dependency of the project (before, an ImportError traceback)."""
+    out = tmp_path / "out"
+    assert (
+        infembed(
+            "eval", "--model", "bm25", "--data", f"Robust04InstructionRetrieval={followir_folder}", "--output", out
+        )
+        == 0
+    )
+    metrics = json.loads((out / "bm25" / "metrics.json").read_text())["Robust04InstructionRetrieval"]
+    assert metrics["ndcg_at_10"] > 0 and "p-MRR" in metrics
+
+
+def test_an_mteb_model_missing_a_package_is_one_line(followir_folder, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "Stemmer", None)  # as on a machine without PyStemmer: importing it fails
+    spec = f"Robust04InstructionRetrieval={followir_folder}"
+    assert infembed("eval", "--model", "bm25", "--data", spec, "--output", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "needs the Python package PyStemmer" in err and "pip install PyStemmer" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model", ["bm25", "st"])
+def test_an_mteb_task_without_network_or_cache_is_one_line(st_dir, tmp_path, monkeypatch, capsys, model):
+    # No network in tests: the Hub is never asked, and the task's data is in no cache (conftest's empty HF_HOME).
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = "bm25" if model == "bm25" else st_dir
+    assert infembed("eval", "--model", spec, "--data", "Robust04InstructionRetrieval", "--output", tmp_path) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the model's own loading progress bar, if any
+    assert last.startswith("infembed eval: error: mteb task Robust04InstructionRetrieval: HF_HUB_OFFLINE is set")
+    assert "mteb/Robust04InstructionRetrieval" in last and "--data Robust04InstructionRetrieval=DIR" in last
+    assert "Traceback" not in err

@@ -13,9 +13,13 @@ from test_train_support import build_dataset_repo, losses, train
 
 from infembed_model import InfEmbedModel
 from infembed_model.cli import main
-from infembed_model.model_card import update_model_card
-from infembed_model.push import IGNORE_PATTERNS, check_folder, files_to_upload
+from infembed_model.model_card import eval_results_for, update_model_card
+from infembed_model.push import ALLOW_PATTERNS, check_folder, files_to_upload
+from infir_dataset.build_repo import MSMARCO_LICENSE_LINK, MSMARCO_LICENSE_NAME
 
+# Shaped like real secrets, so that the scan before an upload recognises them.
+FAKE_HUB_TOKEN = "hf_FakeTokenWrittenForTheTests0123456789"
+FAKE_OPENAI_KEY = "sk-FakeKeyWrittenForTheTests0123456789abcdefghij"
 QUERIES = ["w1 w2 w3", "w7 w8"]
 INSTRUCTIONS = ["w10 w11 w12 w13", "w20 w21"]
 PASSAGES = ["w1 w2 w30 w31 w32", "w7 w40 w41"]
@@ -155,32 +159,51 @@ def test_update_model_card_adds_results_and_keeps_earlier_ones(trained, tmp_path
     shutil.copytree(trained[0], out)
     update_model_card(out, {"mteb/Robust04InstructionRetrieval": {"p-MRR": 0.0312, "ndcg_at_10": 0.25}})
     update_model_card(out, {"heldout": {"ndcg_at_10": 0.5}})
+    update_model_card(
+        out,
+        eval_results_for(
+            "News21InstructionRetrieval",
+            {"p-MRR": 0.01},
+            dataset_id="mteb/News21InstructionRetrieval",
+            config="default",
+            split="test",
+        ),
+    )
+    update_model_card(out, {"heldout": {"ndcg_at_10": 0.625}})  # measured again: replaces, not duplicates
     card = ModelCard.load(out / "README.md")
-    found = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    found = {(r.dataset_name, r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert found == {
-        ("mteb/Robust04InstructionRetrieval", "p-MRR"): 0.0312,
-        ("mteb/Robust04InstructionRetrieval", "ndcg_at_10"): 0.25,
-        ("heldout", "ndcg_at_10"): 0.5,
+        ("mteb/Robust04InstructionRetrieval", None, "p-MRR"): 0.0312,
+        ("mteb/Robust04InstructionRetrieval", None, "ndcg_at_10"): 0.25,
+        ("heldout", None, "ndcg_at_10"): 0.625,
+        ("News21InstructionRetrieval", "test", "p-MRR"): 0.01,
     }
-    assert "| heldout | 0.5000 |" in card.text and "0.0312" in card.text
+    assert "| heldout | 0.6250 |" in card.text and "0.0312" in card.text
     leaderboard = (out / ".eval_results" / "mteb__Robust04InstructionRetrieval.yaml").read_text()
     assert "id: mteb/Robust04InstructionRetrieval" in leaderboard and "task_id: p-MRR" in leaderboard
     assert not (out / ".eval_results" / "heldout.yaml").exists()  # not a Hub dataset
 
 
-def test_push_dry_run_lists_the_model_but_never_checkpoints(trained, tmp_path, capsys):
+def test_push_dry_run_sends_the_model_files_only_and_names_the_rest(trained, tmp_path, capsys):
     out = tmp_path / "model"
     shutil.copytree(trained[0], out)
-    (out / "checkpoint-10").mkdir()
-    (out / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
-    (out / "training_args.bin").write_bytes(b"pickle")
+    strays = ["checkpoint-10/model.safetensors", "training_args.bin", "index.pickle", "bm25.joblib", "notes.txt"]
+    for stray in strays:
+        (out / stray).parent.mkdir(exist_ok=True)
+        (out / stray).write_bytes(b"x")
     uploaded = {p.as_posix() for p in files_to_upload(out)}
-    assert "model.safetensors" in uploaded and "README.md" in uploaded
-    assert not any(p.startswith("checkpoint-") or p.endswith(".bin") for p in uploaded)
+    assert uploaded == {p.name for p in trained[0].iterdir()}  # what `infembed train` wrote, nothing else
     assert main(["push", str(out), "--repo-id", "org/InF-Embed-tiny", "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert "would upload" in printed and "checkpoint-10" not in printed and "hf_" not in printed
-    assert "checkpoint-*/" in IGNORE_PATTERNS
+    listed, left_out = printed.split("left out (not part of an InF-Embed folder): ")
+    assert "would upload" in listed and not any(stray.split("/")[0] in listed for stray in strays)
+    assert left_out.strip().split(", ") == [
+        "bm25.joblib",
+        "checkpoint-10/ (1 file)",
+        "index.pickle",
+        "notes.txt",
+        "training_args.bin",
+    ]
 
     (out / "model.safetensors").unlink()
     assert main(["push", str(out), "--repo-id", "org/InF-Embed-tiny", "--dry-run"]) == 1
@@ -209,9 +232,141 @@ def test_push_uploads_with_the_ignore_rules_and_names_the_repo_in_the_card(train
     monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
     assert main(["push", str(out), "--repo-id", "org/InF-Embed-tiny", "--private"]) == 0
     assert calls["create"] == ("org/InF-Embed-tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
-    assert calls["upload"]["ignore_patterns"] == IGNORE_PATTERNS and calls["upload"]["folder_path"] == out
+    assert calls["upload"]["allow_patterns"] == ALLOW_PATTERNS and calls["upload"]["folder_path"] == out
+    assert "ignore_patterns" not in calls["upload"]
     assert 'AutoModel.from_pretrained("org/InF-Embed-tiny"' in (out / "README.md").read_text()
     assert "hf_secret_token_value" not in capsys.readouterr().out
+
+
+def _quick_train(repo, backbone, out, *flags: str) -> dict:
+    return train(
+        repo,
+        backbone,
+        out,
+        "--max_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--save_strategy",
+        "no",
+        "--base-model-id",
+        "org/tiny-bert",
+        *flags,
+    )
+
+
+def test_secrets_given_to_train_are_never_written_and_push_refuses_a_file_holding_one(
+    repo, backbone_dir, tmp_path, monkeypatch, capsys
+):
+    """A Hub token on the command line and a secret environment value that ended up in an argument reach neither
+    training_args.json nor the card; a token-shaped string that does reach a file stops `infembed push`."""
+    plain_secret = "PlainSecretValueOfAnApiKey"  # not shaped like a token: found because it is INFIR_API_KEY's value
+    monkeypatch.setenv("HF_TOKEN", FAKE_HUB_TOKEN)
+    monkeypatch.setenv("INFIR_API_KEY", plain_secret)
+    out = tmp_path / "model"
+    record = _quick_train(
+        repo, backbone_dir("bert"), out, "--hub_token", FAKE_HUB_TOKEN, "--run_name", f"run-{plain_secret}"
+    )
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert FAKE_HUB_TOKEN.encode() not in data and plain_secret.encode() not in data, path
+    assert "--hub_token '<redacted>'" in record["command"] and "--run_name 'run-<redacted>'" in record["command"]
+    assert record["training_arguments"]["hub_token"] == "<redacted>"
+    assert "--hub_token '<redacted>'" in (out / "README.md").read_text()  # the card shows the redacted command
+
+    assert main(["push", str(out), "--repo-id", "org/InF-Embed-tiny", "--dry-run"]) == 0
+    capsys.readouterr()
+    # A token written into any file that would be uploaded, by hand or by an older version, stops the push.
+    for name, secret, kind in (
+        ("README.md", FAKE_HUB_TOKEN, "a Hugging Face token"),
+        ("training_args.json", FAKE_OPENAI_KEY, "an OpenAI API key"),
+    ):
+        path = out / name
+        before = path.read_text()
+        path.write_text(before.replace("<redacted>", secret, 1))
+        for dry_run in (["--dry-run"], []):
+            assert main(["push", str(out), "--repo-id", "org/InF-Embed-tiny", *dry_run]) == 1
+            err = capsys.readouterr().err
+            assert f"{path}: contains a string shaped like {kind}" in err
+            assert secret not in err and len(err.strip().splitlines()) == 1
+        path.write_text(before)
+
+
+def test_the_model_card_carries_the_training_data_licence(trained, repo):
+    data_card = ModelCard.load(repo / "README.md").data  # `infir build-repo`'s default: other, MS MARCO's terms
+    assert (data_card.license, data_card.license_name) == ("other", MSMARCO_LICENSE_NAME)
+    card = ModelCard.load(trained[0] / "README.md")
+    assert card.data.license == "other"
+    assert (card.data.license_name, card.data.license_link) == (MSMARCO_LICENSE_NAME, MSMARCO_LICENSE_LINK)
+    assert f"`other` ([{MSMARCO_LICENSE_NAME}]({MSMARCO_LICENSE_LINK})), the licence of the training data" in card.text
+
+
+def test_license_flag_sets_the_model_card_licence(repo, backbone_dir, tmp_path, capsys):
+    out = tmp_path / "model"
+    _quick_train(repo, backbone_dir("bert"), out, "--license", "mit")
+    card = ModelCard.load(out / "README.md")
+    assert card.data.license == "mit" and card.data.license_name is None
+    assert "the licence of the training data" not in card.text
+
+    # `other` must say which terms; a card without them is refused before any upload
+    readme = out / "README.md"
+    readme.write_text(readme.read_text().replace("license: mit", "license: other", 1))
+    assert main(["push", str(out), "--repo-id", "org/InF-Embed-tiny", "--dry-run"]) == 1
+    assert "license: other without license_name and license_link" in capsys.readouterr().err
+
+
+def test_eval_update_card_writes_the_model_index_with_the_dataset_hub_id_config_and_split(trained, repo, tmp_path):
+    from infembed_model.mteb_adapter import task_source
+
+    model = tmp_path / "model"
+    shutil.copytree(trained[0], model)
+    assert "No benchmark results yet" in (model / "README.md").read_text()
+    assert "--update-card" in (model / "README.md").read_text()  # the card tells how, and the option exists
+    data = tmp_path / "heldout"
+    assert main(["make-eval", "--from-infir", str(repo), "--split", "msmarco_holdout", "--output", str(data)]) == 0
+    # a local folder (known by its name) and the FollowIR task read from a local snapshot (known by its Hub id)
+    specs = [str(data), f"Robust04InstructionRetrieval={data}"]
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(model), "--data", *specs, "--output", str(out), "--update-card"]) == 0
+
+    measured = json.loads((out / model.name / "metrics.json").read_text())
+    card = ModelCard.load(model / "README.md")
+    found = {(r.dataset_type, r.dataset_config, r.dataset_split, r.metric_type): r for r in card.data.eval_results}
+    source = task_source("Robust04InstructionRetrieval")
+    task = found[("mteb/Robust04InstructionRetrieval", "default", "test", "p-MRR")]
+    assert source["dataset_id"] == "mteb/Robust04InstructionRetrieval"
+    assert task.metric_value == measured["Robust04InstructionRetrieval"]["p-MRR"]
+    assert task.dataset_revision == source["revision"] and task.dataset_name == "Robust04InstructionRetrieval"
+    local = found[("heldout", None, None, "ndcg_at_10")]
+    assert local.metric_value == measured["heldout"]["ndcg_at_10"]
+    assert {key[3] for key in found} == {"ndcg_at_10", "p-MRR", "map_at_1000", "recall_at_100", "mrr_at_10"}
+    assert "No benchmark results yet" not in card.text
+    assert (
+        "[Robust04InstructionRetrieval](https://huggingface.co/datasets/mteb/Robust04InstructionRetrieval) (test)"
+        in card.text
+    )
+    assert (model / ".eval_results" / "mteb__Robust04InstructionRetrieval.yaml").is_file()
+    assert check_folder(model) == []  # still publishable, results included
+    assert ".eval_results/mteb__Robust04InstructionRetrieval.yaml" in {p.as_posix() for p in files_to_upload(model)}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "bm25"], "no --model is a folder written by `infembed train`"),
+        (["--model", "TRAINED", "--no-instructions"], "drop --no-instructions"),
+    ],
+)
+def test_eval_update_card_refuses_what_it_cannot_do(trained, repo, tmp_path, capsys, argv, message):
+    argv = [str(trained[0]) if a == "TRAINED" else a for a in argv]
+    before = (trained[0] / "README.md").read_text()
+    assert (
+        main(["eval", *argv, "--data", "Robust04InstructionRetrieval", "--output", str(tmp_path), "--update-card"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert (trained[0] / "README.md").read_text() == before
 
 
 @pytest.mark.parametrize(
