@@ -3,11 +3,11 @@
 unreachable here); a file holding a token-shaped string is never sent."""
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
+from infir_rows import public_row
 
 from infir_dataset.build_repo import build_repo
 from infir_dataset.cli import main as infir_main
@@ -16,25 +16,10 @@ from infir_dataset.push_repo import ALLOW_PATTERNS, upload_files
 SECRET = "hf_THISISASECRETTOKENVALUE1234567890"
 
 
-def _row(seed: int) -> dict:
-    rng = random.Random(seed)
-    words = [f"v{i}" for i in range(3000)]
-    fields = {
-        "query_positive": 6,
-        "instruction_positive": 20,
-        "document_positive": 60,
-        "query_negative": 6,
-        "instruction_negative": 20,
-        "hard_negative_document_1": 60,
-        "hard_negative_document_2": 60,
-    }
-    return {name: " ".join(rng.choices(words, k=n)) for name, n in fields.items()}
-
-
 @pytest.fixture
 def repo(tmp_path):
     records = tmp_path / "records.jsonl"
-    rows = [_row(i) for i in range(12)] + [{**_row(99), "query_negative": ""}]
+    rows = [public_row(i) for i in range(12)] + [{**public_row(99), "query_negative": ""}]
     records.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "repo"
     build_repo([records], out)
