@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from .decontaminate import CHECKED_FIELDS, NGRAM, NgramIndex, contaminated_fields, load_eval_texts
 from .dedup import deduplicate
 from .records import InputError, Origin, iter_rows, to_record
-from .schema import PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, TRIPLET_FEATURES
+from .schema import HAND_WRITTEN, PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, TRIPLET_FEATURES
 from .validate import (
     INSTRUCTION_WORDS,
     MAX_CHARS,
@@ -403,6 +403,7 @@ def _card(
             ("queries", QUERY_WORDS, MAX_CHARS["query"]),
             ("passages", PASSAGE_WORDS, MAX_CHARS["passage"]),
         ],
+        hand_written=HAND_WRITTEN if HAND_WRITTEN in models["generators"] else None,
         **models,
     )
 

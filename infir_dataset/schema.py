@@ -51,6 +51,11 @@ PROVENANCE_FEATURES = Features(
 )
 
 
+# `generator_model` / `judge_model` of rows that people wrote and reviewed (the gold sample, infir_dataset/gold/).
+HAND_WRITTEN = "InF-IR maintainers (hand-written)"
+HAND_REVIEWED = "InF-IR maintainers (second review)"
+
+
 def record_id(source: str, query: str, passage: str) -> str:
     """Stable id of the record grown from the seed (query, passage): `<source>-<16 hex digits>`."""
     digest = hashlib.sha256(f"{query}\x1f{passage}".encode()).hexdigest()[:16]
