@@ -66,9 +66,7 @@ def test_edit_share_counts_the_words_outside_the_alignment():
 
 
 def test_sample_builds_into_a_repo_with_nothing_left_out(tmp_path):
-    stats = build_repo(
-        [gold_sample.gold_path("train")], tmp_path / "repo", holdout=[gold_sample.gold_path("heldout")]
-    )
+    stats = build_repo([gold_sample.gold_path("train")], tmp_path / "repo", holdout=[gold_sample.gold_path("heldout")])
     assert stats.rows_per_split == {"msmarco": len(TRAIN), "msmarco_holdout": len(HELDOUT)}
     assert stats.rejected == 0 and sum(stats.duplicates.values()) == 0 and stats.contaminated == 0
     loaded = datasets.load_dataset(str(tmp_path / "repo"), "provenance")
