@@ -146,8 +146,11 @@ def _read(
     provenance_table = pa.Table.from_batches(prov_batches).combine_chunks()
     batches.clear()
     prov_batches.clear()
+    given = np.array(given_holdout, dtype=bool)
+    # Given held-out rows first, so that dedup keeps them over a training row with the same id or triple.
     order = _input_independent_order(table, provenance_table)
-    return _Rows(table, provenance_table, origins, order, np.array(given_holdout, dtype=bool))
+    order = order[np.argsort(~given[order], kind="stable")]
+    return _Rows(table, provenance_table, origins, order, given)
 
 
 def _input_independent_order(records: pa.Table, provenance: pa.Table) -> np.ndarray:

@@ -356,3 +356,15 @@ def test_given_holdout_rows_form_the_holdout_split_and_training_is_decontaminate
     # Held-out rows are evaluation data: they never enter the training triplets.
     triplets = datasets.load_dataset(str(out), "triplets")
     assert not set(triplets["positive"]["id"]) & {r["id"] for r in held}
+
+
+def test_a_training_row_repeating_a_given_holdout_row_never_displaces_it(tmp_path):
+    held = [generator_line(i) for i in range(100, 104)]
+    copy = {**held[0], "provenance": {**held[0]["provenance"], "judge_model": "a-judge"}}  # sorts first by content
+    stats = build_repo(
+        [write_jsonl(tmp_path / "train.jsonl", [*[generator_line(i) for i in range(8)], copy])],
+        tmp_path / "repo",
+        holdout=[write_jsonl(tmp_path / "held.jsonl", held)],
+    )
+    assert stats.rows_per_split == {"msmarco": 8, "msmarco_holdout": 4}
+    assert stats.duplicates["duplicate_id"] == 1
