@@ -23,11 +23,17 @@ from transformers.utils import ModelOutput
 
 from .configuration_infembed import InfEmbedConfig
 
-# The seven fields of an InF-IR row (infir_dataset.schema), copied: this file may import only torch and transformers.
 # Texts tokenized at a time by `encode_queries`/`encode_passages`, in batches: enough to sort by length, few enough
 # that memory holds the output vectors and not the whole corpus's tokens.
 ENCODE_CHUNK_BATCHES = 64
-
+# What `forward` was called without: the two ways to call it, and where embedding with instructions lives.
+FORWARD_INPUTS = (
+    "InfEmbedModel.forward takes a training batch from model.data_collator() (query_input_ids, passage_input_ids, "
+    "pair_ids, ...) or tokenized texts (input_ids, attention_mask), embedded one text per row; to embed queries "
+    "with their instructions use model.encode_queries(queries, instructions) and model.encode_passages(passages), "
+    "or sentence-transformers (see the model card)"
+)
+# The seven fields of an InF-IR row (infir_dataset.schema), copied: this file may import only torch and transformers.
 RECORD_FIELDS = (
     "query_positive",
     "instruction_positive",
@@ -292,6 +298,7 @@ class InfEmbedOutput(ModelOutput):
     loss: torch.FloatTensor | None = None
     query_embeds: torch.FloatTensor | None = None  # [N, d] (instruction, query) embeddings of this process
     passage_embeds: torch.FloatTensor | None = None  # [N, d]
+    embeddings: torch.FloatTensor | None = None  # [n, d] `forward(input_ids, attention_mask)`: one vector per text
 
 
 class InfEmbedPreTrainedModel(PreTrainedModel):
@@ -415,13 +422,13 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
 
     def forward(
         self,
-        query_input_ids: torch.Tensor,
-        query_attention_mask: torch.Tensor,
-        passage_input_ids: torch.Tensor,
-        passage_attention_mask: torch.Tensor,
-        pair_ids: torch.Tensor,
-        passage_ids: torch.Tensor,
-        instruction_ids: torch.Tensor,
+        query_input_ids: torch.Tensor | None = None,
+        query_attention_mask: torch.Tensor | None = None,
+        passage_input_ids: torch.Tensor | None = None,
+        passage_attention_mask: torch.Tensor | None = None,
+        pair_ids: torch.Tensor | None = None,
+        passage_ids: torch.Tensor | None = None,
+        instruction_ids: torch.Tensor | None = None,
         instruction_input_ids: torch.Tensor | None = None,
         instruction_attention_mask: torch.Tensor | None = None,
         negative_query_input_ids: torch.Tensor | None = None,
@@ -429,12 +436,24 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         negative_query_index: torch.Tensor | None = None,
         negative_instruction_index: torch.Tensor | None = None,
         return_loss: bool = True,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> InfEmbedOutput:
         """A collated batch of N triples (see `InfEmbedCollator`) -> the contrastive loss and the embeddings.
 
         The loss is taken over the global batch of all processes: embeddings are gathered, each process keeps the
         gradient of its own part, and the loss is scaled so that DDP's gradient mean is the exact global gradient.
+
+        Called as a plain transformers model instead, on tokenized texts (`input_ids`, `attention_mask`, as
+        `pipeline("feature-extraction")` does), it returns `embeddings` [n, d]: each text embedded as one sequence,
+        the vectors `encode_passages` gives (and, with `concat`, those of `encode_queries` for a query text already
+        formatted with `query_template`).
         """
+        if input_ids is not None:
+            return self._forward_texts(input_ids, attention_mask, token_type_ids, query_input_ids, passage_input_ids)
+        if query_input_ids is None or passage_input_ids is None or pair_ids is None:
+            raise ValueError(FORWARD_INPUTS)
         cfg = self.config
         passages = self.embed(passage_input_ids, passage_attention_mask)  # [N, d]
         if cfg.combine == "attention":
@@ -477,6 +496,22 @@ class InfEmbedModel(InfEmbedPreTrainedModel):
         # gradient of the global loss, each process contributing through the part it kept the gradient of.
         loss = loss * world_size - loss.detach() * (world_size - 1)
         return InfEmbedOutput(loss=loss, query_embeds=queries, passage_embeds=passages)
+
+    def _forward_texts(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        *training_inputs: torch.Tensor | None,
+    ) -> InfEmbedOutput:
+        """`forward(input_ids, attention_mask)`: one embedding per tokenized text. -> `embeddings` [n, d]"""
+        if any(t is not None for t in training_inputs):
+            raise ValueError("forward takes either input_ids (texts to embed) or a training batch, not both")
+        if token_type_ids is not None and bool(token_type_ids.ne(0).any()):
+            raise ValueError("InF-Embed embeds one text per row, not text pairs (token_type_ids other than 0)")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return InfEmbedOutput(embeddings=self.embed(input_ids, attention_mask))
 
     def _instruction_block_concat(
         self,

@@ -111,3 +111,33 @@ def test_sentence_transformers_loads_the_folder(saved):
         assert (vector - model.encode_queries([query], [instruction])).abs().max() < 1e-5
     documents = st.encode_document(PASSAGES, convert_to_tensor=True).cpu()
     assert (documents - model.encode_passages(PASSAGES)).abs().max() < 1e-5
+
+
+def test_feature_extraction_pipeline_gives_the_model_vectors(saved):
+    """`pipeline("feature-extraction")` calls forward(input_ids, attention_mask): one vector per text, as
+    encode_passages gives it, and with concat as encode_queries gives a query formatted with the template."""
+    import torch
+    from transformers import pipeline
+
+    from infembed_model.modeling_infembed import format_query
+
+    for model, folder in saved:
+        extract = pipeline("feature-extraction", model=str(folder), trust_remote_code=True, device="cpu")
+        vectors = torch.cat([v for v in extract(PASSAGES, return_tensors=True)])
+        assert vectors.shape == (len(PASSAGES), model.config.hidden_size)
+        assert (vectors - model.encode_passages(PASSAGES)).abs().max() < 1e-5
+        if model.config.combine == "concat":
+            texts = [
+                format_query(model.config.query_template, q, i) for q, i in zip(QUERIES, INSTRUCTIONS, strict=True)
+            ]
+            vectors = torch.cat([v for v in extract(texts, return_tensors=True)])
+            assert (vectors - model.encode_queries(QUERIES, INSTRUCTIONS)).abs().max() < 1e-5
+
+
+def test_forward_without_inputs_names_the_ways_to_embed(saved):
+    model, _ = saved[0]
+    with pytest.raises(ValueError, match=r"encode_queries.*sentence-transformers"):
+        model()
+    tokens = model.tokenizer(["w1 w2"], return_tensors="pt")
+    with pytest.raises(ValueError, match="not both"):
+        model(input_ids=tokens["input_ids"], passage_input_ids=tokens["input_ids"])
