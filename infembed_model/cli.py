@@ -1,11 +1,11 @@
-"""`infembed`: train, evaluate and publish InF-Embed models."""
+"""`infembed`: train, evaluate, publish and export InF-Embed models."""
 
 import argparse
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import evaluate, make_eval, push, train
+    from . import evaluate, export, make_eval, push, train
 
     parser = argparse.ArgumentParser(prog="infembed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_parser(commands)
     make_eval.add_parser(commands)
     push.add_parser(commands)
+    export.add_parser(commands)
     args, extra = parser.parse_known_args(argv)
     return args.func(args, extra) or 0
 
