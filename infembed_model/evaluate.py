@@ -1,6 +1,7 @@
 """`infembed eval`: retrieval metrics of any model, with and without instructions, on local folders or mteb tasks.
 
     infembed eval --model M [M ...] --data DIR_OR_TASK [...] --output DIR [--no-instructions] [--batch-size N]
+                  [--dtype {float32,float16,bfloat16}] [--device DEVICE]
     infembed eval --compare DIR1 DIR2 ... --output DIR
     infembed eval --model MODEL_DIR --data ... --output DIR --update-card
 
@@ -8,6 +9,9 @@ M is an InF-Embed folder or Hub id, any sentence-transformers model, or `bm25` (
 --data takes evaluation folders (eval_data.py), mteb task names (run through `mteb.evaluate`, needs the Hub), or
 `TASK=DIR` to run an mteb task on a local snapshot of its Hub repo. Each model is run with instructions and again
 without them (queries alone; passages come from the cache), unless --no-instructions asks for the second run only.
+--device places the model (default cuda when there is one, else cpu); --dtype bfloat16/float16 runs it under
+torch.autocast (weights stay float32; vectors cached apart from float32 ones). Lower precision is faster only where
+the hardware has it: GPUs, and CPUs with AVX512-BF16/AMX; on an AVX2-only CPU bfloat16 is many times slower.
 
 Output: DIR/<model>/metrics.json and metrics_no_instructions.json (`{dataset: {metric: value}}`, mteb's names),
 DIR/<model>/runs/<dataset>[.no_instructions].trec (TREC run files), DIR/metrics.json (`{model: {dataset: ...}}`,
@@ -29,6 +33,7 @@ from .metrics import Run, evaluate_run, ranked
 from .model_card import eval_results_for, has_training_record, update_model_card
 from .retrievers import (
     DEFAULT_TOP_K,
+    DTYPES,
     Bm25Retriever,
     DenseRetriever,
     default_cache_dir,
@@ -84,12 +89,16 @@ def _tokenizer_settings(tokenizer) -> dict | None:
     return {"class": type(tokenizer).__name__, "size": len(tokenizer), **{k: getattr(tokenizer, k, None) for k in keys}}
 
 
-def as_retriever(model, batch_size: int = 32, cache_dir: Path | None = None):
-    """A retriever from a model spec string, a loaded InF-Embed model or SentenceTransformer, or a retriever."""
+def as_retriever(
+    model, batch_size: int = 32, cache_dir: Path | None = None, *, dtype: str = "float32", device: str | None = None
+):
+    """A retriever from a model spec string, a loaded InF-Embed model or SentenceTransformer, or a retriever.
+
+    `device` places a model loaded here; a loaded model stays where it is. `dtype` applies to both."""
     if isinstance(model, DenseRetriever | Bm25Retriever):
         return model
     if isinstance(model, str):
-        return load_retriever(model, batch_size, cache_dir)
+        return load_retriever(model, batch_size, cache_dir, dtype=dtype, device=device)
     name = Path(str(getattr(model, "name_or_path", "") or type(model).__name__)).name or type(model).__name__
     # same weights under another pooling, normalisation, template or max length give other vectors
     config = getattr(model, "config", None)
@@ -100,7 +109,8 @@ def as_retriever(model, batch_size: int = 32, cache_dir: Path | None = None):
         "tokenizer": _tokenizer_settings(getattr(model, "tokenizer", None)),
     }
     if hasattr(model, "encode_passages"):
-        return from_infembed(model, name, json.dumps(identity, sort_keys=True, default=str), batch_size, cache_dir)
+        identity = json.dumps(identity, sort_keys=True, default=str)
+        return from_infembed(model, name, identity, batch_size, cache_dir, dtype)
     from sentence_transformers import SentenceTransformer
 
     if isinstance(model, SentenceTransformer):
@@ -112,7 +122,7 @@ def as_retriever(model, batch_size: int = 32, cache_dir: Path | None = None):
             "modules": [[type(m).__name__, getattr(m, "get_config_dict", dict)()] for m in model],
         }
         identity = json.dumps(identity, sort_keys=True, default=str)
-        return from_sentence_transformer(model, name, identity, batch_size, cache_dir)
+        return from_sentence_transformer(model, name, identity, batch_size, cache_dir, dtype)
     raise TypeError(f"cannot evaluate a {type(model).__name__}: give a model path, Hub id, 'bm25' or a loaded model")
 
 
@@ -137,15 +147,18 @@ def evaluate(
     batch_size: int = 32,
     cache_dir: str | Path | None = None,
     top_k: int = DEFAULT_TOP_K,
+    dtype: str = "float32",
+    device: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate one model on datasets (folders, EvalDatasets, mteb task names or MtebTasks) -> {dataset: {metric}}.
 
     With output_dir, writes metrics.json (or metrics_no_instructions.json when instructions=False), model.json and
     TREC run files under runs/. Passage vectors are cached in cache_dir (default: $INFEMBED_CACHE or
-    $HF_HOME/infembed), so the second call on the same model and corpus encodes only queries.
+    $HF_HOME/infembed), so the second call on the same model and corpus encodes only queries. `dtype` and `device`
+    apply to a model given by name or loaded (see `as_retriever`), not to a retriever, which has its own.
     """
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    retriever = as_retriever(model, batch_size, cache)
+    retriever = as_retriever(model, batch_size, cache, dtype=dtype, device=device)
     if isinstance(retriever, DenseRetriever) and retriever.cache_dir is None:
         retriever.cache_dir = cache
     out = Path(output_dir) if output_dir else None
@@ -203,6 +216,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--no-instructions", action="store_true", help="only run with every instruction dropped")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="precision of dense models (bfloat16/float16: torch.autocast; faster on GPUs and AVX512-BF16/AMX CPUs)",
+    )
+    p.add_argument("--device", help="device of the dense models: cpu, cuda, cuda:1, mps, ... (default cuda if present)")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="documents kept per query in full-corpus search")
     p.add_argument("--cache-dir", help="passage vector cache (default $INFEMBED_CACHE or $HF_HOME/infembed)")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="write a side-by-side report of earlier eval outputs")
@@ -223,6 +243,25 @@ def _update_card_problem(args: argparse.Namespace, cards: list[str]) -> str | No
     for spec in args.model:
         if spec not in cards:
             print(f"--update-card: {spec} has no card of ours (not a folder written by `infembed train`); skipped")
+    return None
+
+
+def device_problem(device: str) -> str | None:
+    """Why torch cannot run on `device` here (an unknown name, or a device this machine or build lacks)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as e:
+        return f"--device {device}: {' '.join(str(e).split())}"
+    if parsed.type == "cpu":
+        return None
+    module = getattr(torch, parsed.type, None)
+    if not (module is not None and hasattr(module, "is_available") and module.is_available()):
+        return f"--device {device}: this machine (or this torch build) has no {parsed.type} device"
+    count = module.device_count() if hasattr(module, "device_count") else None
+    if parsed.index is not None and count is not None and parsed.index >= count:
+        return f"--device {device}: this machine has {count} {parsed.type} device(s), numbered from 0"
     return None
 
 
@@ -251,6 +290,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         datasets = [parse_data(d) for d in args.data]
     except EvalDataError as e:
         return _fail(str(e))
+    if args.device and (problem := device_problem(args.device)):
+        return _fail(problem)
     output = Path(args.output)
     folders, used = [], set()
     for spec in args.model:  # a mistyped folder is caught before any model runs
@@ -258,7 +299,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             return _fail(f"cannot load model {spec!r}: no such folder")
     for spec in args.model:
         try:  # a mistyped path or Hub id: transformers / sentence-transformers raise OSError or ValueError
-            retriever = load_retriever(spec, args.batch_size, Path(args.cache_dir) if args.cache_dir else None)
+            cache = Path(args.cache_dir) if args.cache_dir else None
+            retriever = load_retriever(spec, args.batch_size, cache, dtype=args.dtype, device=args.device)
         except (OSError, ValueError) as e:
             if folders:  # keep the report of the models already evaluated
                 write_report(output, folders)

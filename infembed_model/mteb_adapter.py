@@ -3,11 +3,11 @@
 mteb hands each query batch over as `{"id", "text", "query", "instruction"}` where `text` is mteb's own
 "query instruction" concatenation; the wrapper ignores `text` for queries and calls the retriever's
 `encode_queries(batch["query"], batch["instruction"])`, so every model sees its instruction exactly as in
-`infembed eval` on a local folder (see `retrievers.py`). Passages are `batch["text"]` ("title text"), encoded through
-the retriever's passage cache, so a second run (e.g. without instructions) encodes none.
+`infembed eval` on a local folder (see `retrievers.py`). Passages are `batch["text"]` ("title text"): mteb's batches
+of each corpus chunk stream through the retriever's passage cache (hashed in one pass, encoded `PASSAGE_SLICE` at a
+time in a second, never joined into one list), so a second run (e.g. without instructions) encodes none.
 """
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ class RetrieverEncoder(AbsEncoder):
             loader=None,
             name=name,
             # results of different weights must not share a results folder
-            revision=hashlib.sha256(retriever.identity.encode()).hexdigest()[:12],
+            revision=retriever.key[:12],
             release_date=None,
             languages=None,
             n_parameters=retriever.n_parameters,
@@ -49,9 +49,9 @@ class RetrieverEncoder(AbsEncoder):
 
     def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
         is_query = prompt_type is not None and prompt_type.value == "query"
-        if not is_query:  # all of mteb's documents at once, through the passage cache shared with `infembed eval`
-            texts = [t for batch in inputs for t in batch["text"]]
-            return np.asarray(self.retriever.passage_vectors(texts), dtype=np.float32)
+        if not is_query:  # through the passage cache shared with `infembed eval`, batch by batch
+            vectors = self.retriever.passage_vectors(BatchTexts(inputs))
+            return vectors if vectors.flags.writeable else np.array(vectors)  # a mapped cache file is read-only
         out = []
         for batch in inputs:
             queries = list(batch.get("query", batch["text"]))
@@ -59,6 +59,17 @@ class RetrieverEncoder(AbsEncoder):
             instructions = [i or "" for i in given] if given is not None else [""] * len(queries)
             out.append(self.retriever.encode_queries(queries, instructions))
         return np.concatenate(out).astype(np.float32)
+
+
+class BatchTexts:
+    """The texts of mteb's batches, one at a time, as often as they are iterated (the dataloader is re-iterable)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield from batch["text"]
 
 
 # Import names whose package has another name on PyPI.
@@ -171,3 +182,19 @@ def run_task(
     split = task.metadata.eval_splits[0]
     scores = task_result.scores[split][0]
     return {k: float(v) for k, v in scores.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def mteb_model(name_or_path: str, batch_size: int = 32, cache_dir: Path | None = None) -> RetrieverEncoder:
+    """An InF-Embed model (folder or Hub id) as an mteb encoder that gives each query its own instruction through
+    `encode_queries`, as trained: `mteb.evaluate(mteb_model(path), task)` scores what `infembed eval` scores.
+
+    `mteb.evaluate(SentenceTransformer(path, trust_remote_code=True), task)` cannot: mteb hands a SentenceTransformer
+    the text "{query} {instruction}" with one static prompt, never the model's `query_template`. Any model
+    `infembed eval --model` takes works here too (a sentence-transformers model gets "{instruction} {query}").
+    """
+    from .retrievers import load_retriever
+
+    retriever = load_retriever(name_or_path, batch_size=batch_size, cache_dir=cache_dir)
+    if not isinstance(retriever, DenseRetriever):
+        raise ValueError(f"{name_or_path!r} is not an embedding model (for BM25 use mteb.get_model({BM25_MODEL!r}))")
+    return RetrieverEncoder(retriever)

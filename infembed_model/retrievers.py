@@ -10,15 +10,25 @@ How each kind of model sees an instruction (also written into every report):
   the model's similarity is cosine, so inner product ranks as the model intends.
 - `bm25` (bm25s, English stopwords, no stemming): the text `"{instruction} {query}"`.
 
-Dense search is exact inner product with FAISS (`IndexFlatIP`) over the full corpus, or over each query's own
-candidates when the dataset has `top_ranked`. Passage vectors are cached on disk as `.npy` (never pickles), keyed by
-a hash of the model's identity (name, class, config and weight files' size and mtime) and of the passages.
+Dense search is exact inner product over the full corpus, or over each query's own candidates when the dataset has
+`top_ranked`. The passage vectors are held once: in the on-disk cache, a memory-mapped `.npy` (never a pickle), or in
+memory when there is no cache folder. Full-corpus search scores them a block of `SEARCH_BLOCK_ROWS` passages at a time
+(FAISS `knn`) and keeps a running top-k (`faiss.ResultHeap`), so a corpus whose vectors exceed the memory is searched
+exactly from the page cache. Passages are encoded `PASSAGE_SLICE` at a time and written straight into the cache file.
+
+The cache key hashes the model's identity and the passages. A model folder is identified by the content (SHA-256) of
+the files that shape its vectors (weights, configs, tokenizer, code), not by its path or mtimes: a copied folder whose
+weights were replaced never gets the old vectors. Each file's digest is remembered (in `<cache>/file_sha256/`) for a
+file of the same path, size, mtime, inode and ctime, so a big model is hashed once, not on every call. The identity
+also holds `dtype`: `bfloat16` and `float16` run the model under `torch.autocast` (float32 weights, matmuls in the
+lower precision), and their vectors are cached apart from float32 ones.
 """
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +43,9 @@ DEFAULT_TOP_K = 1000
 INFEMBED_FORMAT = "InF-Embed query_template via encode_queries(queries, instructions)"
 ST_FORMAT = 'encode_query("{instruction} {query}") (the model\'s own "query" prompt, if any, prepended)'
 BM25_FORMAT = 'bm25s over "{instruction} {query}"'
+DTYPES = ("float32", "float16", "bfloat16")
+PASSAGE_SLICE = 8192  # passages per encode call while filling the cache: bounds the working set of encoding
+SEARCH_BLOCK_ROWS = 65_536  # passage vectors scored at a time in full-corpus search
 
 
 def default_cache_dir() -> Path:
@@ -65,35 +78,78 @@ class DenseRetriever:
     dim: int | None = None
     n_parameters: int | None = None
     max_tokens: int | None = None
+    dtype: str = "float32"  # the precision the encoders compute in (part of the cache key)
     passages_encoded: int = 0  # how many passages this process actually encoded (the cache skips them)
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def passage_vectors(self, texts: list[str]) -> np.ndarray:
-        key = hashlib.sha256(self.identity.encode())
+    @property
+    def key(self) -> str:
+        """What the vectors depend on besides the passages: the model's identity and the dtype."""
+        return hashlib.sha256(f"{self.identity}\x1f{self.dtype}".encode()).hexdigest()
+
+    def cache_key(self, texts: Iterable[str]) -> tuple[str, int]:
+        """(cache key of these passages' vectors, number of passages), in one pass over `texts`."""
+        key, n = hashlib.sha256(self.key.encode()), 0
         for t in texts:
             key.update(hashlib.sha256(t.encode()).digest())
-        key = key.hexdigest()
+            n += 1
+        return key.hexdigest(), n
+
+    def passage_vectors(self, texts: Iterable[str]) -> np.ndarray:
+        """float32 [n, d] vectors of `texts` (a list, or any iterable that can be iterated again, such as mteb's
+        batches): memory-mapped from the cache when there is one (encoded into it first if absent), else in memory."""
+        key, n = self.cache_key(texts)
         if key in self._vectors:
             return self._vectors[key]
         path = self.cache_dir / f"{key}.npy" if self.cache_dir else None
-        if path is not None and path.exists():
-            vectors = np.load(path, allow_pickle=False)
+        if path is None:
+            vectors = np.empty((0, 0), dtype=np.float32)
+            for start, block in self._encode_slices(texts, n):
+                if start == 0:
+                    vectors = np.empty((n, block.shape[1]), dtype=np.float32)
+                vectors[start : start + len(block)] = block
         else:
-            vectors = np.ascontiguousarray(self.encode_passages(texts), dtype=np.float32)
-            self.passages_encoded += len(texts)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, vectors, allow_pickle=False)
-                os.replace(tmp, path)
+            if not path.exists():
+                self._encode_into(path, texts, n)
+            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
         self._vectors[key] = vectors
         return vectors
+
+    def _encode_slices(self, texts: Iterable[str], n: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 vectors) of consecutive slices of `PASSAGE_SLICE` passages."""
+        done = 0
+        for chunk in _slices(texts, PASSAGE_SLICE):
+            block = np.ascontiguousarray(self.encode_passages(chunk), dtype=np.float32)
+            self.passages_encoded += len(chunk)
+            yield done, block
+            done += len(chunk)
+        if done != n:
+            raise RuntimeError(f"the passages changed while being encoded: {done} read, {n} hashed")
+
+    def _encode_into(self, path: Path, texts: Iterable[str], n: int) -> None:
+        """Encode straight into a `.npy` file (header first, then each slice's rows), renamed into place when whole."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        try:
+            with open(tmp, "wb") as f:
+                dim = None
+                for start, block in self._encode_slices(texts, n):
+                    if start == 0:
+                        dim = block.shape[1]
+                        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+                        np.lib.format.write_array_header_1_0(f, {**header, "shape": (n, dim)})
+                    block.tofile(f)
+                if dim is None:  # no passage: an empty array of unknown width
+                    np.save(f, np.empty((0, self.dim or 0), dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def search(self, data: EvalDataset, use_instructions: bool, top_k: int = DEFAULT_TOP_K) -> Run:
         instructions = data.instructions if use_instructions else [""] * len(data.queries)
         q = np.ascontiguousarray(self.encode_queries(data.queries, instructions), dtype=np.float32)
         if data.top_ranked is None:
-            return _faiss_search(self.passage_vectors(data.corpus_texts), q, data.query_ids, data.corpus_ids, top_k)
+            return exact_search(self.passage_vectors(data.corpus_texts), q, data.query_ids, data.corpus_ids, top_k)
         # rerank: encode only passages that are someone's candidate, score each query against its own candidates
         wanted = {d for qid in data.query_ids for d in data.top_ranked[qid]}
         ids = [d for d in data.corpus_ids if d in wanted]
@@ -108,14 +164,34 @@ class DenseRetriever:
         return run
 
 
-def _faiss_search(p: np.ndarray, q: np.ndarray, query_ids: list[str], doc_ids: list[str], top_k: int) -> Run:
+def _slices(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def exact_search(
+    p: np.ndarray, q: np.ndarray, query_ids: list[str], doc_ids: list[str], top_k: int, block_rows: int | None = None
+) -> Run:
+    """Exact inner-product top-k of each query over all passage vectors `p` (in memory or memory-mapped), scoring
+    `block_rows` passages at a time (default `SEARCH_BLOCK_ROWS`) and merging each block into a running top-k."""
     import faiss
 
-    index = faiss.IndexFlatIP(p.shape[1])
-    index.add(p)
-    scores, rows = index.search(q, min(top_k, len(doc_ids)))
+    block_rows = block_rows or SEARCH_BLOCK_ROWS
+    k = min(top_k, len(doc_ids))
+    heap = faiss.ResultHeap(len(q), k, keep_max=True)
+    for start in range(0, len(p), block_rows):
+        block = np.ascontiguousarray(p[start : start + block_rows])  # a view of the mapped file, not a copy
+        scores, rows = faiss.knn(q, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(scores, np.where(rows >= 0, rows + start, -1))
+    heap.finalize()
     return {
-        qid: {doc_ids[r]: float(s) for r, s in zip(rows[i], scores[i], strict=True) if r >= 0}
+        qid: {doc_ids[r]: float(s) for r, s in zip(heap.I[i], heap.D[i], strict=True) if r >= 0}
         for i, qid in enumerate(query_ids)
     }
 
@@ -158,12 +234,39 @@ class Bm25Retriever:
         return run
 
 
-def _file_stamp(folder: Path) -> list[tuple[str, int, int]]:
-    """Size and mtime of every file that shapes the vectors: weights, configs (also the sentence-transformers modules'
+def _model_files(folder: Path) -> list[Path]:
+    """Every file that shapes the vectors: weights, configs (also the sentence-transformers modules'
     `1_Pooling/config.json`, `sentence_bert_config.json`), tokenizer files, and the remote code."""
     patterns = ("*.safetensors", "*.bin", "*.json", "*.py", "*.txt", "*.model", "*/*.safetensors", "*/*.json")
-    files = sorted({f for p in patterns for f in folder.glob(p) if f.is_file()})
-    return [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return sorted({f for p in patterns for f in folder.glob(p) if f.is_file()})
+
+
+_DIGESTS: dict[tuple, str] = {}  # this process's memo of file_digest, by file stamp
+DIGEST_MEMO = "file_sha256"  # the folder of the on-disk memo, inside the cache folder
+
+
+def file_digest(path: Path, memo_dir: Path | None = None) -> str:
+    """SHA-256 of a file's content, computed once per state of the file: remembered in this process and, with
+    `memo_dir`, on disk, under its path, size, mtime, inode and ctime (a rewrite, even one that restores size and
+    mtime as `cp -p` does, changes the ctime, so the file is hashed again)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    stamp = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    if stamp in _DIGESTS:
+        return _DIGESTS[stamp]
+    memo = Path(memo_dir) / hashlib.sha256(repr(stamp).encode()).hexdigest() if memo_dir else None
+    digest = memo.read_text().strip() if memo is not None and memo.is_file() else ""
+    if len(digest) != 64:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if memo is not None:
+            with contextlib.suppress(OSError):  # a read-only cache only costs a hash next time
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+                tmp.write_text(digest + "\n")
+                os.replace(tmp, memo)
+    _DIGESTS[stamp] = digest
+    return digest
 
 
 def _local_folder(name_or_path: str) -> Path | None:
@@ -176,10 +279,15 @@ def _local_folder(name_or_path: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def _identity(name_or_path: str, kind: str, extra: dict) -> str:
+def model_identity(name_or_path: str, kind: str, extra: dict, cache_dir: Path | None = None) -> str:
+    """What a model's vectors depend on: the content of its files (wherever the folder is), or its name when no
+    local folder holds them, the kind of model, and `extra` (settings that are not in the files)."""
     folder = _local_folder(name_or_path)
-    stamp = _file_stamp(folder) if folder else []
-    return json.dumps({"model": name_or_path, "folder": str(folder), "kind": kind, "files": stamp, **extra})
+    memo = (cache_dir or default_cache_dir()) / DIGEST_MEMO
+    if folder is None:
+        return json.dumps({"model": name_or_path, "kind": kind, **extra}, sort_keys=True, default=str)
+    files = [[str(f.relative_to(folder)), file_digest(f, memo)] for f in _model_files(folder)]
+    return json.dumps({"files": files, "kind": kind, **extra}, sort_keys=True, default=str)
 
 
 def display_name(name_or_path: str) -> str:
@@ -187,61 +295,114 @@ def display_name(name_or_path: str) -> str:
     return Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
 
 
-def from_infembed(model, name: str, identity: str, batch_size: int = 32, cache_dir: Path | None = None):
-    """Adapter for a loaded InF-Embed model (its `encode_queries` / `encode_passages`)."""
+def precision(dtype: str, device_type: str):
+    """The context an encoder runs in for `dtype`: none for float32, else `torch.autocast` on that device type."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device_type, dtype=getattr(torch, dtype))
+
+
+def _device_type(model) -> str:
+    device = getattr(model, "device", None)
+    return getattr(device, "type", None) or "cpu"
+
+
+def from_infembed(
+    model, name: str, identity: str, batch_size: int = 32, cache_dir: Path | None = None, dtype: str = "float32"
+):
+    """Adapter for a loaded InF-Embed model (its `encode_queries` / `encode_passages`), computing in `dtype`."""
     model.eval()
+
+    def encode_queries(queries: list[str], instructions: list[str]) -> np.ndarray:
+        with precision(dtype, _device_type(model)):
+            return model.encode_queries(queries, instructions, batch_size=batch_size).float().numpy()
+
+    def encode_passages(passages: list[str]) -> np.ndarray:
+        with precision(dtype, _device_type(model)):
+            return model.encode_passages(passages, batch_size=batch_size).float().numpy()
+
     return DenseRetriever(
         name=name,
         identity=identity,
         instruction_format=INFEMBED_FORMAT,
-        encode_queries=lambda qs, ins: model.encode_queries(qs, ins, batch_size=batch_size).float().numpy(),
-        encode_passages=lambda ps: model.encode_passages(ps, batch_size=batch_size).float().numpy(),
+        encode_queries=encode_queries,
+        encode_passages=encode_passages,
         cache_dir=cache_dir,
         dim=model.config.encoder_config.hidden_size,  # pooled hidden state
         n_parameters=model.num_parameters(),
         max_tokens=model.config.passage_max_length,
+        dtype=dtype,
     )
 
 
-def from_sentence_transformer(model, name: str, identity: str, batch_size: int = 32, cache_dir: Path | None = None):
-    """Adapter for a loaded SentenceTransformer (instruction handling in the module docstring)."""
+def from_sentence_transformer(
+    model, name: str, identity: str, batch_size: int = 32, cache_dir: Path | None = None, dtype: str = "float32"
+):
+    """Adapter for a loaded SentenceTransformer (instruction handling in the module docstring), computing in `dtype`."""
     normalize = str(model.similarity_fn_name or "cosine") == "cosine"
     kwargs = {"batch_size": batch_size, "normalize_embeddings": normalize, "convert_to_numpy": True}
+
+    def encode_queries(queries: list[str], instructions: list[str]) -> np.ndarray:
+        with precision(dtype, _device_type(model)):
+            return np.asarray(model.encode_query(query_texts(queries, instructions), **kwargs), dtype=np.float32)
+
+    def encode_passages(passages: list[str]) -> np.ndarray:
+        with precision(dtype, _device_type(model)):
+            vectors = model.encode_document(passages, show_progress_bar=len(passages) > 5000, **kwargs)
+        return np.asarray(vectors, dtype=np.float32)
+
     return DenseRetriever(
         name=name,
         identity=identity,
         instruction_format=ST_FORMAT,
-        encode_queries=lambda qs, ins: model.encode_query(query_texts(qs, ins), **kwargs),
-        encode_passages=lambda ps: model.encode_document(ps, show_progress_bar=len(ps) > 5000, **kwargs),
+        encode_queries=encode_queries,
+        encode_passages=encode_passages,
         cache_dir=cache_dir,
         dim=model.get_embedding_dimension(),
         n_parameters=sum(p.numel() for p in model.parameters()),
         max_tokens=model.max_seq_length,
+        dtype=dtype,
     )
 
 
-def load_retriever(spec: str, batch_size: int = 32, cache_dir: Path | None = None) -> Retriever:
-    """`bm25`, an InF-Embed folder or Hub id, or any sentence-transformers model (folder or Hub id)."""
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_retriever(
+    spec: str,
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    *,
+    dtype: str = "float32",
+    device: str | None = None,
+) -> Retriever:
+    """`bm25`, an InF-Embed folder or Hub id, or any sentence-transformers model (folder or Hub id), on `device`
+    (default: cuda when there is one, else cpu), computing in `dtype` (float32, or bfloat16/float16 autocast)."""
     if spec.lower() == "bm25":
         return Bm25Retriever()
+    precision(dtype, "cpu")  # an unknown dtype fails before a model loads
+    device = device or default_device()
     name = display_name(spec)
     try:
         infembed = is_infembed(spec)
     except (OSError, ValueError):  # an unreachable or malformed name: the loader below reports it
         infembed = False
     if infembed:
-        import torch
         from transformers import AutoModel
 
-        model = AutoModel.from_pretrained(spec, trust_remote_code=True)
-        if torch.cuda.is_available():
-            model.to("cuda")
-        identity = _identity(spec, "infembed", {})
-        return from_infembed(model, name, identity, batch_size, cache_dir)
+        model = AutoModel.from_pretrained(spec, trust_remote_code=True).to(device)
+        identity = model_identity(spec, "infembed", {}, cache_dir)
+        return from_infembed(model, name, identity, batch_size, cache_dir, dtype)
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(spec)
+    model = SentenceTransformer(spec, device=device)
     extra = {"max_seq_length": model.max_seq_length, "prompts": model.prompts, "sim": str(model.similarity_fn_name)}
-    return from_sentence_transformer(
-        model, name, _identity(spec, "sentence-transformers", extra), batch_size, cache_dir
-    )
+    identity = model_identity(spec, "sentence-transformers", extra, cache_dir)
+    return from_sentence_transformer(model, name, identity, batch_size, cache_dir, dtype)

@@ -149,11 +149,11 @@ def test_second_run_encodes_no_passage(followir_folder, st_dir, tmp_path):
     r3 = evaluate(second, [followir_folder], instructions=True)
     assert second.passages_encoded == 0 and cached.stat().st_mtime_ns == stamp
     assert r3 == r1 and r2 != r1
-    # other weights -> other vectors: the cache key follows the weight file
+    # the key follows the files' content, not their mtimes (new weights: tests/test_eval_scale.py)
     (st_dir / "model.safetensors").touch()
     third = load_retriever(str(st_dir), cache_dir=cache)
     evaluate(third, [followir_folder])
-    assert third.passages_encoded == 30
+    assert third.passages_encoded == 0
 
 
 def rewrite(folder, config, rows, split="test"):
@@ -325,7 +325,9 @@ def test_cache_identity_follows_module_configs_and_code(st_dir, infembed_dir, ki
     folder = st_dir if kind == "st" else infembed_dir
     before = load_retriever(str(folder)).identity
     path = folder / touched
-    path.write_text(path.read_text())  # same content, new mtime: the file may have changed
+    path.write_text(path.read_text())  # same content, new mtime: the same vectors
+    assert load_retriever(str(folder)).identity == before
+    path.write_text(path.read_text() + "\n")  # a changed file may change the vectors
     assert load_retriever(str(folder)).identity != before
 
 
@@ -439,3 +441,26 @@ def test_an_mteb_task_without_network_or_cache_is_one_line(st_dir, tmp_path, mon
     assert last.startswith("infembed eval: error: mteb task Robust04InstructionRetrieval: HF_HUB_OFFLINE is set")
     assert "mteb/Robust04InstructionRetrieval" in last and "--data Robust04InstructionRetrieval=DIR" in last
     assert "Traceback" not in err
+
+
+def test_mteb_evaluate_on_the_mteb_model_scores_the_trained_model(followir_folder, infembed_dir, tmp_path):
+    """The one supported mteb route, `mteb.evaluate(mteb_model(path), task)`, gives `infembed eval`'s scores; mteb's
+    SentenceTransformer route hands the model "{query} {instruction}", never its query_template, and scores another."""
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    from infembed_model.mteb_adapter import get_task, mteb_model
+
+    ours = evaluate(load_retriever(str(infembed_dir)), [followir_folder])["ToyFollowIR"]
+    task = get_task("Robust04InstructionRetrieval", followir_folder)  # the official task on local data
+    encoder = mteb_model(str(infembed_dir), cache_dir=tmp_path / "cache")
+    assert encoder.mteb_model_meta.use_instructions
+    theirs = mteb.evaluate(encoder, task, cache=None, show_progress_bar=False).task_results[0].scores["test"][0]
+    assert abs(theirs["p-MRR"] - ours["p-MRR"]) < 1e-9
+    assert theirs["ndcg_at_10"] == pytest.approx(ours["ndcg_at_10"], abs=1e-5)  # mteb rounds to 5 digits
+
+    st = SentenceTransformer(str(infembed_dir), trust_remote_code=True, device="cpu")
+    plain = mteb.evaluate(st, task, cache=None, show_progress_bar=False).task_results[0].scores["test"][0]
+    assert plain["p-MRR"] != pytest.approx(ours["p-MRR"], abs=1e-6)
+    with pytest.raises(ValueError, match="baseline-bm25s"):
+        mteb_model("bm25")
