@@ -184,17 +184,23 @@ def run_task(
     return {k: float(v) for k, v in scores.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def mteb_model(name_or_path: str, batch_size: int = 32, cache_dir: Path | None = None) -> RetrieverEncoder:
-    """An InF-Embed model (folder or Hub id) as an mteb encoder that gives each query its own instruction through
-    `encode_queries`, as trained: `mteb.evaluate(mteb_model(path), task)` scores what `infembed eval` scores.
+def mteb_model(model, batch_size: int = 32, cache_dir: Path | None = None) -> RetrieverEncoder:
+    """An InF-Embed model (folder, Hub id, or a loaded `InfEmbedModel`) as an mteb encoder that gives each query its
+    own instruction through `encode_queries`, as trained: `mteb.evaluate(mteb_model(path), task)` scores what
+    `infembed eval` scores.
 
     `mteb.evaluate(SentenceTransformer(path, trust_remote_code=True), task)` cannot: mteb hands a SentenceTransformer
     the text "{query} {instruction}" with one static prompt, never the model's `query_template`. Any model
     `infembed eval --model` takes works here too (a sentence-transformers model gets "{instruction} {query}").
     """
-    from .retrievers import load_retriever
+    from .retrievers import from_infembed, load_retriever
 
-    retriever = load_retriever(name_or_path, batch_size=batch_size, cache_dir=cache_dir)
+    if isinstance(model, str | Path):
+        retriever = load_retriever(str(model), batch_size=batch_size, cache_dir=cache_dir)
+    else:  # e.g. built from a LoRA adapter, as its card shows
+        name = Path(model.name_or_path or "InF-Embed").name
+        identity = f"in-memory {type(model).__name__} {model.name_or_path} {id(model)}"
+        retriever = from_infembed(model, name, identity, batch_size=batch_size)
     if not isinstance(retriever, DenseRetriever):
-        raise ValueError(f"{name_or_path!r} is not an embedding model (for BM25 use mteb.get_model({BM25_MODEL!r}))")
+        raise ValueError(f"{model!r} is not an embedding model (for BM25 use mteb.get_model({BM25_MODEL!r}))")
     return RetrieverEncoder(retriever)

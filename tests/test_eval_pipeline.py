@@ -459,7 +459,15 @@ def test_mteb_evaluate_on_the_mteb_model_scores_the_trained_model(followir_folde
     assert abs(theirs["p-MRR"] - ours["p-MRR"]) < 1e-9
     assert theirs["ndcg_at_10"] == pytest.approx(ours["ndcg_at_10"], abs=1e-5)  # mteb rounds to 5 digits
 
+    from infembed_model import InfEmbedModel  # a loaded model works too (the route an adapter's card shows)
+
+    task = get_task("Robust04InstructionRetrieval", followir_folder)  # a fresh task object for each run
+    loaded = mteb_model(InfEmbedModel.from_pretrained(infembed_dir))
+    again = mteb.evaluate(loaded, task, cache=None, show_progress_bar=False).task_results[0].scores["test"][0]
+    assert abs(again["p-MRR"] - ours["p-MRR"]) < 1e-9
+
     st = SentenceTransformer(str(infembed_dir), trust_remote_code=True, device="cpu")
+    task = get_task("Robust04InstructionRetrieval", followir_folder)
     plain = mteb.evaluate(st, task, cache=None, show_progress_bar=False).task_results[0].scores["test"][0]
     assert plain["p-MRR"] != pytest.approx(ours["p-MRR"], abs=1e-6)
     with pytest.raises(ValueError, match="baseline-bm25s"):
