@@ -1,8 +1,9 @@
 """Drop training records that overlap evaluation data: a shared 13-token sequence, as in GPT-3's decontamination.
 
-Texts are lowercased, punctuation becomes spaces, and tokens are whitespace-separated words. A text shorter than 13
-tokens (most queries) cannot hold a 13-gram; it counts as contaminated when its whole token sequence equals the whole
-token sequence of a short evaluation text. All hashing runs on Arrow/NumPy arrays, so a 100k-record set takes seconds.
+Tokens are the words of `normalise.normalise_array` (lowercased; punctuation, symbols and spacing separate words).
+A text shorter than 13 tokens (most queries) cannot hold a 13-gram; it counts as contaminated when its whole token
+sequence equals the whole token sequence of a short evaluation text.
+All hashing runs on Arrow/NumPy arrays, so a 100k-record set takes seconds.
 """
 
 import os
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .jsonl import InputError, read_jsonl
+from .normalise import normalise_array
 from .validate import PASSAGE_FIELDS, QUERY_FIELDS
 
 NGRAM = 13
@@ -40,9 +42,8 @@ def _as_array(texts: Texts) -> pa.Array:
 
 def _tokenise(texts: Texts) -> tuple[pa.ListArray, np.ndarray]:
     """Token lists of the texts, and which texts have any token (Arrow splits "" into [""])."""
-    arr = pc.utf8_lower(_as_array(texts))
-    arr = pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"[\pP\pS]+", " "))
-    return pc.utf8_split_whitespace(arr), pc.greater(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
+    arr = normalise_array(_as_array(texts))
+    return pc.split_pattern(arr, " "), pc.greater(pc.utf8_length(arr), 0).to_numpy(zero_copy_only=False)
 
 
 @dataclass(frozen=True)

@@ -1,42 +1,22 @@
 """Exact and near-duplicate removal of InF-IR records on their positive (instruction, query, passage) triple.
 
-Near duplicates are triples equal after `normalise` (lowercase, ASCII punctuation removed, whitespace collapsed).
+Near duplicates are triples equal after `normalise.normalise` (lowercase; punctuation, symbols and spacing ignored).
 Records must come sorted by id: the first of each group is kept, so the result does not depend on input order.
-Normalisation runs on Arrow arrays, a chunk at a time; each row's keys are 16-byte digests.
+Normalisation runs on Arrow arrays (`normalise_array`), a chunk at a time; each row's keys are 16-byte digests.
 """
 
 import hashlib
-import string
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .normalise import normalise_array
+
 KEY_FIELDS = ("instruction_positive", "query_positive", "document_positive")
 _SEPARATOR = "\x1f"
 CHUNK_ROWS = 10_000
-
-
-# What `normalise_array` turns into spaces: ASCII punctuation (`string.punctuation`) and the whitespace that
-# `str.split` splits on, as literal characters (RE2 has no Unicode `\s`), so that it matches `normalise`.
-_PUNCTUATION = r"!-/:-@\[-`{-~"
-_OTHER_SPACE = "\t\n\x0b\x0c\r\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_SEPARATORS = f"[ {_OTHER_SPACE}{_PUNCTUATION}]{{2,}}|[{_OTHER_SPACE}{_PUNCTUATION}]"
-_PUNCTUATION_TABLE = str.maketrans(string.punctuation, " " * len(string.punctuation))
-
-
-def normalise(text: str) -> str:
-    """Lowercase, ASCII punctuation to spaces, whitespace collapsed: the text compared by near-duplicate
-    detection and by the "differs from" rules of validation."""
-    return " ".join(text.lower().translate(_PUNCTUATION_TABLE).split())
-
-
-def normalise_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """`normalise` on an Arrow array of strings."""
-    # Only runs of separators and single separators other than a space are rewritten, so ordinary text is left
-    # alone (and fast).
-    return pc.utf8_trim(pc.replace_substring_regex(pc.utf8_lower(texts), _SEPARATORS, " "), " ")
 
 
 def _digests(columns: list[pa.Array | pa.ChunkedArray]) -> list[bytes]:

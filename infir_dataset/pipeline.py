@@ -18,6 +18,7 @@ import jinja2
 
 from .answers import InstructionNegative, PositiveInstruction, QueryNegative, RelevanceVerdict
 from .llm_client import AnswerError, LLMClient, PendingAnswer
+from .normalise import normalise, words
 from .seeds import Seed
 
 PROMPT_VERSION = "v1"
@@ -84,7 +85,7 @@ class Prompts:
             for name in self._env.list_templates()
             if name.startswith(f"{version}_")
         )
-        example_words = _norm(examples).split()
+        example_words = words(examples)
         self._example_ngrams = {n: _ngrams(example_words, n) for n in range(_MIN_COPY, _MAX_COPY + 1)}
 
     def copies_template(self, text: str, seed_text: str) -> bool:
@@ -92,11 +93,11 @@ class Prompts:
 
         Small models copy the worked example instead of following it; this costs no request to detect.
         """
-        words = _norm(text).split()
-        n = min(_MAX_COPY, len(words))
+        text_words = words(text)
+        n = min(_MAX_COPY, len(text_words))
         if n < _MIN_COPY:
             return False
-        return bool((_ngrams(words, n) & self._example_ngrams[n]) - _ngrams(_norm(seed_text).split(), n))
+        return bool((_ngrams(text_words, n) & self._example_ngrams[n]) - _ngrams(words(seed_text), n))
 
     def messages(self, name: str, **values: str) -> list[dict[str, str]]:
         user = self._env.get_template(f"{self.version}_{name}.jinja").render(**values).strip()
@@ -121,22 +122,18 @@ def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
-
-
 def _content_words(text: str) -> set[str]:
-    return set(_norm(text).split()) - _STOPWORDS
+    return set(words(text)) - _STOPWORDS
 
 
 def precheck_instruction(row: dict[str, str], prompts: Prompts) -> list[str]:
     """Deterministic rejections of I+ before more money is spent on it."""
     ins, query, passage = row["instruction_positive"], row["query_positive"], row["document_positive"]
-    if not _norm(ins):
+    if not normalise(ins):
         return ["empty_instruction_positive"]
-    if _norm(ins) == _norm(query) or _content_words(ins) <= _content_words(query):
+    if normalise(ins) == normalise(query) or _content_words(ins) <= _content_words(query):
         return ["instruction_copies_query"]
-    if _norm(ins) in _norm(passage):
+    if normalise(ins) in normalise(passage):
         return ["instruction_copies_passage"]
     if prompts.copies_template(ins, f"{query} {passage}"):
         return ["copies_prompt_example:instruction_positive"]
@@ -145,7 +142,7 @@ def precheck_instruction(row: dict[str, str], prompts: Prompts) -> list[str]:
 
 def precheck_negatives(row: dict[str, str], prompts: Prompts) -> list[str]:
     """Deterministic rejections of I-, HN1, Q-, HN2 before any judge call."""
-    reasons = [f"empty_{f}" for f in _NEGATIVE_FIELDS if not _norm(row[f])]
+    reasons = [f"empty_{f}" for f in _NEGATIVE_FIELDS if not normalise(row[f])]
     if reasons:
         return reasons
     seed_text = f"{row['query_positive']} {row['document_positive']} {row['instruction_positive']}"
@@ -157,7 +154,7 @@ def precheck_negatives(row: dict[str, str], prompts: Prompts) -> list[str]:
         ("hard_negative_document_2", "document_positive", "hard_negative_2_equals_positive"),
         ("hard_negative_document_1", "hard_negative_document_2", "hard_negatives_equal"),
     ]
-    return reasons + [reason for a, b, reason in same if _norm(row[a]) == _norm(row[b])]
+    return reasons + [reason for a, b, reason in same if normalise(row[a]) == normalise(row[b])]
 
 
 async def _gather(*aws: Awaitable) -> list:

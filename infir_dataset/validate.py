@@ -4,10 +4,9 @@ Each reason is `"<code>: <detail>"`; the code (the part before the colon) is wha
 """
 
 import re
-import string
 from typing import Any
 
-from .dedup import normalise
+from .normalise import letters, normalise
 from .schema import RECORD_FIELDS
 
 INSTRUCTION_FIELDS = ("instruction_positive", "instruction_negative")
@@ -76,26 +75,15 @@ _DIFFERENT = (
 _COMPARED = tuple(dict.fromkeys(field for a, b, _ in _DIFFERENT for field in (a, b)))
 
 
-# Deletes what `normalise` turns into spaces and every character `str.split` splits on (those for which
-# `str.isspace()` is true).
-_SPACES = (
-    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
-    + "".join(map(chr, range(0x2000, 0x200B)))
-    + "\u2028\u2029\u202f\u205f\u3000"
-)
-_SEPARATORS = str.maketrans("", "", string.punctuation + _SPACES)
-
-
 def _difference_reasons(row: dict[str, Any]) -> list[str]:
     """Parts that must differ but are equal once case, punctuation and spacing are ignored."""
     texts = {field: row[field] for field in _COMPARED if isinstance(row.get(field), str)}
-    # Texts equal after `normalise` have the same letters and digits in the same order: a cheap test that spares
-    # normalising whole passages for almost every pair.
-    letters = {field: text.lower().translate(_SEPARATORS) for field, text in texts.items()}
+    # Equal letters first, which spares normalising whole passages for almost every pair.
+    keys = {field: letters(text) for field, text in texts.items()}
     return [
         f"{code}: {a} equals {b}"
         for a, b, code in _DIFFERENT
-        if a in texts and b in texts and letters[a] == letters[b] and normalise(texts[a]) == normalise(texts[b])
+        if a in keys and b in keys and keys[a] == keys[b] and normalise(texts[a]) == normalise(texts[b])
     ]
 
 

@@ -2,6 +2,7 @@
 
 import json
 import random
+import unicodedata
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +11,8 @@ import pytest
 from infir_rows import public_row, words
 
 from infir_dataset.decontaminate import NgramIndex, contaminated_fields, load_eval_texts
-from infir_dataset.dedup import deduplicate, normalise, normalise_array
+from infir_dataset.dedup import deduplicate
+from infir_dataset.normalise import normalise, normalise_array
 from infir_dataset.records import InputError, iter_rows, to_record
 from infir_dataset.schema import RECORD_FIELDS, record_id
 from infir_dataset.validate import reason_code, validate
@@ -68,7 +70,7 @@ def test_punctuation_only_edits_do_not_make_a_poisoned_part_different():
     assert sorted(reason_code(r) for r in validate(row)) == ["same_instruction", "same_passage", "same_query"]
 
 
-def test_differs_rules_use_the_dedup_normaliser():
+def test_differs_rules_use_the_shared_normaliser():
     """The prefix shortcut never hides an equality that `normalise` sees, and a word edit is still a difference."""
     row = public_row(7)
     row["query_negative"] = "x" * 62 + " ΣΑ rest"
@@ -276,7 +278,39 @@ def test_eval_inputs_errors(tmp_path):
         list(load_eval_texts([no_text]))
 
 
-def test_the_separator_table_deletes_every_character_str_split_splits_on():
-    from infir_dataset.validate import _SPACES
+def test_normalise_and_its_arrow_form_agree_on_every_character():
+    """Dedup's Arrow path and the Python normaliser of validation and the pipeline must agree on every character
+    (of the Unicode version Python knows; unassigned and private-use characters left aside)."""
+    chars = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) not in ("Cn", "Co", "Cs")]
+    texts = [f"Ab{c}cD {c}{c} x{c}" for c in chars]
+    arrow = normalise_array(pa.array(texts)).to_pylist()
+    assert [(hex(ord(c)), a) for c, t, a in zip(chars, texts, arrow, strict=True) if a != normalise(t)] == []
 
-    assert set(_SPACES) == {c for c in map(chr, range(0x110000)) if c.isspace()}
+
+# Texts that the five normalisers of old told apart or not, each in its own way.
+FORMERLY_DISAGREEING = [
+    ("e_mail", "e mail"),  # `\w` kept "_" in a word; the others made it a space
+    ("“remote” work", '"remote" work'),  # Unicode quotes: only ASCII punctuation was removed by dedup and validate
+    ("30°C", "30 C"),  # a symbol (So)
+    ("c++ — or c#", "c or c"),  # ASCII symbols and an em dash
+    ("ΟΔΟΣ", "οδοσ"),  # final sigma: `str.lower` gives ς, Arrow σ
+    ("İstanbul", "istanbul"),  # `str.lower` gives two characters
+]
+
+
+@pytest.mark.parametrize(("a", "b"), FORMERLY_DISAGREEING)
+def test_formerly_disagreeing_texts_are_the_same_words_everywhere(a, b):
+    from infir_dataset.pipeline import Prompts, precheck_negatives
+
+    assert normalise(a) == normalise(b) and normalise_array(pa.array([a, b])).to_pylist() == [normalise(a)] * 2
+    # The generator's precheck and validation reject the same poisoned instruction...
+    row = public_row(10)
+    row["instruction_positive"] = f"Only sources on {a} written after 2020."
+    row["instruction_negative"] = f"Only sources on {b} written after 2020."
+    assert precheck_negatives(row, Prompts()) == ["instruction_negative_equals_positive"]
+    assert [reason_code(r) for r in validate(row)] == ["same_instruction"]
+    # ... dedup finds the near duplicate ...
+    rows = [{"id": i, **row, "instruction_positive": text} for i, text in enumerate([a, b])]
+    assert deduplicate(_table(rows)).counts()["near_duplicate"] == 1
+    # ... and decontamination matches one with the other.
+    assert NgramIndex.from_texts([a]).contains([b]).tolist() == [True]
