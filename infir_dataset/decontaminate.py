@@ -1,8 +1,8 @@
 """Drop training records that overlap evaluation data: a shared 13-token sequence, as in GPT-3's decontamination.
 
-Tokens are the words of `normalise.normalise_array` (lowercased; punctuation, symbols and spacing separate words).
-A text shorter than 13 tokens (most queries) cannot hold a 13-gram; it counts as contaminated when its whole token
-sequence equals the whole token sequence of a short evaluation text.
+Instructions, queries and passages are checked. Tokens are the words of `normalise.normalise_array` (lowercased;
+punctuation, symbols and spacing separate words). A text shorter than 13 tokens (most queries) cannot hold a 13-gram;
+it counts as contaminated when its whole token sequence equals the whole token sequence of a short evaluation text.
 All hashing runs on Arrow/NumPy arrays, so a 100k-record set takes seconds.
 """
 
@@ -20,10 +20,11 @@ import pyarrow.parquet as pq
 
 from .jsonl import InputError, read_jsonl
 from .normalise import normalise_array
-from .validate import PASSAGE_FIELDS, QUERY_FIELDS
+from .validate import INSTRUCTION_FIELDS, PASSAGE_FIELDS, QUERY_FIELDS
 
 NGRAM = 13
-CHECKED_FIELDS = QUERY_FIELDS + PASSAGE_FIELDS
+# Instructions too: evaluation sets such as FollowIR ship long instructions that a generator could echo.
+CHECKED_FIELDS = INSTRUCTION_FIELDS + QUERY_FIELDS + PASSAGE_FIELDS
 TEXT_KEYS = ("text", "query", "passage", "instruction")
 # mteb / BEIR layout: configs `corpus`, `queries` (or `query`) and `instruction`, optionally language-prefixed.
 EVAL_PART = re.compile(r"(^|[-_])(corpus|queries|query|instructions?)($|[-_])")
@@ -232,7 +233,8 @@ def load_eval_texts(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
 
 
 def contaminated_fields(table: pa.Table, index: NgramIndex) -> list[list[str]]:
-    """For each row of `table` (InF-IR records), the fields (queries and passages) that overlap the evaluation texts."""
+    """For each row of `table` (InF-IR records), the fields (instructions, queries and passages) that overlap the
+    evaluation texts."""
     out: list[list[str]] = [[] for _ in range(len(table))]
     # Arrow and NumPy release the GIL, so the fields are checked on all cores.
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:

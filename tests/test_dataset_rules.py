@@ -233,6 +233,17 @@ def test_contaminated_fields_names_fields():
     assert contaminated_fields(clean, index) == [[], ["hard_negative_document_2"]]
 
 
+def test_instructions_are_decontaminated_too():
+    # FollowIR-style evaluation sets ship long instructions; a generated one that repeats them is contaminated.
+    instruction = "Relevant documents describe the " + EVAL_PASSAGE + "; documents about cats are not relevant."
+    index = NgramIndex.from_texts([instruction])
+    row = public_row(5)
+    rows = pa.Table.from_pylist(
+        [{**row, "instruction_positive": instruction, "instruction_negative": "Only " + EVAL_PASSAGE}]
+    )
+    assert contaminated_fields(rows, index) == [["instruction_positive", "instruction_negative"]]
+
+
 def test_large_random_texts_do_not_collide():
     rng = random.Random(0)
     index = NgramIndex.from_texts([words(rng, 80) for _ in range(2000)])
