@@ -14,6 +14,7 @@ loss, in-batch top-1 accuracy and instruction-negative accuracy are logged every
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -177,10 +178,26 @@ def parse_arguments(argv: list[str], has_eval: bool = False) -> tuple[InfEmbedTr
             train_batch, _ = parser.parse_known_args(argv)
             defaults["per_device_eval_batch_size"] = train_batch.per_device_train_batch_size
     parser.set_defaults(**{key: value for key, value in defaults.items() if key in _training_fields()})
+    if _given(argv, "deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise TrainError("--deepspeed needs the deepspeed package (and GPUs), which this environment does not have")
     args, training = parser.parse_args_into_dataclasses(argv)
     # The raw text columns must reach the collator; `Trainer` would drop them otherwise.
     training.remove_unused_columns = False
+    check_sharding(training)
     return args, training
+
+
+def check_sharding(training: TrainingArguments) -> None:
+    """`--fsdp` and `--deepspeed` only where `Trainer` runs them. On CPU processes accelerate (1.16) drops both and
+    trains with plain DDP without a word, and FSDP needs more than one process; fail in one line instead."""
+    for flag, wanted in (("--fsdp", training.fsdp), ("--deepspeed", training.deepspeed)):
+        if wanted and training.device.type == "cpu":
+            raise TrainError(
+                f"{flag} cannot run on CPU: accelerate shards only on GPUs and other accelerators, and on CPU would "
+                "silently train with plain DDP; drop it (CPU processes train with DDP over gloo) or train on GPUs"
+            )
+    if training.fsdp and training.world_size < 2:
+        raise TrainError("--fsdp needs several processes: launch with torchrun --nproc_per_node N or accelerate launch")
 
 
 def _training_fields() -> set[str]:
@@ -328,6 +345,12 @@ def train(
         compute_metrics=make_compute_metrics(training) if eval_rows is not None else None,
         preprocess_logits_for_metrics=group_triples_by_row if eval_rows is not None else None,
     )
+    for flag, wanted, enabled in (
+        ("--fsdp", training.fsdp, trainer.is_fsdp_enabled),
+        ("--deepspeed", training.deepspeed, trainer.is_deepspeed_enabled),
+    ):
+        if wanted and not enabled:  # never a silent fallback to plain data parallelism
+            raise TrainError(f"{flag} was given but accelerate did not enable it on this setup ({training.device})")
     result = trainer.train(resume_from_checkpoint=_resume_arg(training.resume_from_checkpoint))
     out = Path(training.output_dir)
     save_model_folder(trainer, args)

@@ -397,3 +397,15 @@ def test_missing_fields_are_named(tmp_path, backbone_dir, capsys):
     assert main([*argv, "--max_steps", "1", "--use_cpu"]) == 1
     err = capsys.readouterr().err
     assert "missing field(s) document_positive" in err and "hard_negative_document_2" in err
+
+
+@pytest.mark.parametrize("flags", [["--fsdp"], ["--fsdp", "full_shard"], ["--deepspeed", "ds_config.json"]])
+def test_sharding_that_cannot_run_here_is_one_clear_line(tmp_path, capsys, flags):
+    # accelerate runs FSDP and DeepSpeed only on GPUs (and other accelerators): on CPU processes it would train with
+    # plain DDP without a word, so the command refuses before reading data or weights.
+    (tmp_path / "ds_config.json").write_text('{"zero_optimization": {"stage": 2}}')
+    flags = [str(tmp_path / flag) if flag.endswith(".json") else flag for flag in flags]
+    argv = ["train", "--data", str(tmp_path / "data"), "--backbone", str(tmp_path / "bert"), "--output", str(tmp_path)]
+    assert main([*argv, "--use_cpu", *flags]) == 1
+    err = capsys.readouterr().err
+    assert f"{flags[0]} " in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
