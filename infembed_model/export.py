@@ -14,6 +14,10 @@ Inference and Inference Endpoints can serve it. How each text reaches the model 
 - decoders pool the end-of-sequence token that the tokenizer's post-processor appends (saved in `tokenizer.json`),
   with sentence-transformers' `lasttoken` pooling, and keep `is_causal` in the backbone's config.
 An `attention` model (instruction tokens attending over query tokens) has no such one-text form and is refused.
+
+`write_adapter_folder` gives a LoRA adapter trained on InF-Embed the same plain form: its weights keyed by the
+backbone's own module names, `base_model_name_or_path` the backbone, so `PeftModel` / `AutoPeftModel` / `AutoModel`
+load it onto the backbone it declares, and `SentenceTransformer(adapter_dir)` gives the model's vectors.
 """
 
 import argparse
@@ -31,6 +35,10 @@ from .configuration_infembed import InfEmbedConfig
 TARGETS = ("sentence-transformers",)
 # InF-Embed pooling -> sentence-transformers Pooling mode.
 ST_POOLING = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# peft saves the adapter of a PeftModel around InfEmbedModel under this prefix; the backbone is `InfEmbedModel.encoder`.
+WRAPPED_PREFIX = "base_model.model.encoder."
+BACKBONE_PREFIX = "base_model.model."
 # Texts the export embeds both ways before it writes the folder.
 PROBE_QUERIES = ["what is a wine cabinet", "electric cars", "why does my head hurt"]
 PROBE_INSTRUCTIONS = ["I want the climate-control features", "", "Find passages that explain the cause"]
@@ -64,8 +72,9 @@ def query_is_last(template: str) -> bool:
 def write_st_files(folder: Path, config: InfEmbedConfig, model_kwargs: dict | None = None) -> None:
     """modules.json (Transformer at the root, Pooling, Normalize), the modules' configs and the prompts.
 
-    The Transformer module loads the backbone from the folder itself, cut at `passage_max_length` tokens. The
-    prompts are empty: an instruction is per query, so it goes into the query text (see `query_prompt`).
+    The Transformer module loads the backbone from the folder itself (its weights, or a LoRA adapter and the base it
+    names), cut at `passage_max_length` tokens. The prompts are empty: an instruction is per query, so it goes into
+    the query text (see `query_prompt`).
     """
     modules = [
         ("", "sentence_transformers.base.modules.transformer.Transformer"),
@@ -81,8 +90,6 @@ def write_st_files(folder: Path, config: InfEmbedConfig, model_kwargs: dict | No
     }
     if model_kwargs:
         transformer["model_kwargs"] = model_kwargs
-    if config.bidirectional:  # also for a LoRA adapter, whose base config says causal
-        transformer["config_kwargs"] = {"is_causal": False}
     files = {
         "modules.json": [
             {"idx": n, "name": str(n), "path": path, "type": kind} for n, (path, kind) in enumerate(modules)
@@ -109,6 +116,62 @@ def write_st_files(folder: Path, config: InfEmbedConfig, model_kwargs: dict | No
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# LoRA adapters keyed by the backbone
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def write_adapter_folder(
+    adapter_dir: Path, base: str, config: InfEmbedConfig, backbone_has_pooler: bool, base_is_infembed: bool = False
+) -> None:
+    """Turn the adapter peft saved for a PeftModel around InfEmbedModel into an adapter of the backbone itself.
+
+    peft keys the weights by the wrapper's module names (`encoder.encoder.layer.0...`), which no loader that starts
+    from the declared base (`AutoModel.from_pretrained(base)`, the Hub's PEFT snippet, `AutoPeftModel`,
+    sentence-transformers) has: they would load the base and leave every LoRA weight out. Keyed by the backbone's
+    names, with `base_model_name_or_path` the backbone, all of them load the trained backbone. `auto_mapping` makes
+    `AutoPeftModel` build the base with `transformers.AutoModel`; a backbone class with a pooler (BERT) keeps LoRA off
+    it, as training did (InF-Embed drops the pooler). Adds the sentence-transformers files, so
+    `SentenceTransformer(adapter_dir)` (with peft installed) gives the model's vectors.
+
+    With `base_is_infembed` (LoRA on a trained InF-Embed model) the keys already are the declared base's: they stay,
+    and the sentence-transformers files are those of an InF-Embed folder (`trust_remote_code=True`).
+    """
+    from safetensors.torch import load_file, save_file
+
+    config_path = adapter_dir / "adapter_config.json"
+    adapter = json.loads(config_path.read_text())
+    adapter["base_model_name_or_path"] = base
+    adapter["auto_mapping"] = {"base_model_class": "AutoModel", "parent_library": "transformers"}
+    if base_is_infembed:
+        from .modeling_infembed import _write_sentence_transformers_files
+
+        config_path.write_text(json.dumps(adapter, indent=2, sort_keys=True) + "\n")
+        _write_sentence_transformers_files(adapter_dir, config)
+        return
+
+    if config.bidirectional:
+        raise ValueError(
+            "a LoRA adapter of a bidirectional decoder cannot be keyed by its backbone: every loader that starts from "
+            "the backbone builds it causal (is_causal is no loading argument); merge the adapter (--merge-lora)"
+        )
+    weights_path = adapter_dir / ADAPTER_WEIGHTS
+    weights = load_file(weights_path)
+    outside = sorted(key for key in weights if not key.startswith(WRAPPED_PREFIX))
+    if outside:
+        raise ValueError(f"{weights_path}: LoRA weights outside the backbone: {', '.join(outside[:3])}")
+    weights = {BACKBONE_PREFIX + key.removeprefix(WRAPPED_PREFIX): value for key, value in weights.items()}
+    save_file(weights, weights_path, metadata={"format": "pt"})
+
+    targets = adapter.get("target_modules")
+    if backbone_has_pooler and isinstance(targets, list):
+        # a full-match regex over module names: the targets anywhere but in `pooler.`
+        names = "|".join(sorted(targets))
+        adapter["target_modules"] = rf"(?!pooler\.)(?:.*\.)?(?:{names})"
+    config_path.write_text(json.dumps(adapter, indent=2, sort_keys=True) + "\n")
+    write_st_files(adapter_dir, config)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

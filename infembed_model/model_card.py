@@ -8,7 +8,8 @@ The licence is the one `infembed train` recorded: the training data's, unless `-
 
 library_name is `sentence-transformers`: the folder is a SentenceTransformer folder (modules.json, prompts), which
 gives the Hub's "Use this model" snippet and the embedding-model listings, while the card also shows the
-transformers path (`AutoModel` + `encode_queries`). A LoRA adapter without merged weights is a `peft` folder.
+transformers path (`AutoModel` + `encode_queries`). A LoRA adapter without merged weights is a `peft` folder, keyed
+by the backbone it names as its base (see `export.write_adapter_folder`); its card shows each route that loads it.
 """
 
 import json
@@ -176,6 +177,8 @@ def _last_eval(log_history: list[dict]) -> dict[str, float]:
 
 def build_card_data(record: dict, eval_results: list[EvalResult], is_adapter: bool) -> ModelCardData:
     ours = record["infembed_arguments"]
+    # an adapter is keyed by a plain backbone: no custom code, unless its base is itself an InF-Embed model
+    custom_code = not is_adapter or record.get("backbone_is_infembed")
     base, dataset = ours.get("base_model_id"), ours.get("dataset_id")
     return ModelCardData(
         language="en",
@@ -189,7 +192,7 @@ def build_card_data(record: dict, eval_results: list[EvalResult], is_adapter: bo
             "retrieval",
             "instruction-following",
             "inf-embed",
-            "custom_code",
+            *(["custom_code"] if custom_code else []),
             *(["lora"] if ours.get("lora_r") else []),
         ],
         base_model=base if _is_hub_id(base) else None,
@@ -231,6 +234,7 @@ def render_model_card(
         instruction=instruction,
         is_adapter=is_adapter,
         has_adapter_folder=(model_dir / "adapter" / "adapter_config.json").is_file(),
+        base_is_infembed=bool(record.get("backbone_is_infembed")),
         lora=ours if ours.get("lora_r") else None,
         training=training,
         record=record,

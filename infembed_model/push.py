@@ -1,9 +1,11 @@
 """`infembed push DIR --repo-id ORG/NAME [--private] [--dry-run]`: publish a trained InF-Embed folder on the Hub.
 
-The folder is checked first (weights in safetensors, remote-code files, tokenizer, card metadata, no file holding a
-string shaped like a token or key). Only the files an InF-Embed folder consists of are sent (`ALLOW_PATTERNS`); what
-is left out (checkpoints, pickles, logs, anything else) is named. `--dry-run` prints what would be uploaded and
-touches neither the Hub nor the folder. The token comes from `HF_TOKEN` or `hf auth login`, and is never printed.
+DIR is a folder of `infembed train` (full weights with the model code, or a LoRA adapter) or of `infembed export`
+(a plain sentence-transformers folder). It is checked first (weights in safetensors, the files its kind needs,
+tokenizer, card metadata, no file holding a string shaped like a token or key). Only the files such folders consist
+of are sent (`ALLOW_PATTERNS`); what is left out (checkpoints, pickles, logs, anything else) is named. `--dry-run`
+prints what would be uploaded and touches neither the Hub nor the folder. The token comes from `HF_TOKEN` or
+`hf auth login`, and is never printed.
 """
 
 import argparse
@@ -34,6 +36,14 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
 )
 ADAPTER_WEIGHTS = ("adapter_config.json", "adapter_model.safetensors")
+# The plain sentence-transformers description (`export.write_st_files`): of LoRA adapters and exported folders.
+ST_FILES = (
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+    "2_Normalize/config.json",
+)
 # The files an InF-Embed folder consists of, and nothing else: weights only as safetensors (never a pickle), the
 # remote code, the tokenizer, the sentence-transformers description, the card with what it shows and its results,
 # and the LoRA adapter (alone, or in `adapter/` beside merged weights).
@@ -45,15 +55,13 @@ ALLOW_PATTERNS = [
     "configuration_infembed.py",
     "modeling_infembed.py",
     *TOKENIZER_FILES,
-    "modules.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
+    *ST_FILES,
     "README.md",
     TRAINING_RECORD,
     LOSS_CURVE,
     ".eval_results/*.yaml",
     *ADAPTER_WEIGHTS,
-    *(f"adapter/{name}" for name in (*ADAPTER_WEIGHTS, "README.md", *TOKENIZER_FILES)),
+    *(f"adapter/{name}" for name in (*ADAPTER_WEIGHTS, "README.md", *TOKENIZER_FILES, *ST_FILES)),
 ]
 MODEL_FILES = (
     "config.json",
@@ -65,6 +73,13 @@ MODEL_FILES = (
     "config_sentence_transformers.json",
 )
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json")
+EXPORT_FILES = (
+    "config.json",
+    "tokenizer_config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+)
 CARD_FIELDS = ("license", "library_name", "pipeline_tag", "tags")
 
 
@@ -77,19 +92,31 @@ def files_to_upload(folder: Path) -> list[Path]:
     return files_uploaded(folder, ALLOW_PATTERNS)
 
 
+def folder_kind(folder: Path) -> str:
+    """`adapter` (a LoRA adapter alone), `export` (a plain sentence-transformers folder of `infembed export`: a
+    backbone's config.json beside modules.json) or `model` (an InF-Embed folder)."""
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        return "adapter"
+    if (folder / "modules.json").is_file() and (folder / "config.json").is_file():
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("model_type") != "infembed" and "auto_map" not in config:
+            return "export"
+    return "model"
+
+
 def check_folder(folder: Path) -> list[str]:
     """Problems that would make the published repo unusable; an empty list when it is ready."""
     if not folder.is_dir():
         return [f"{folder}: no such folder"]
     names = {p.as_posix() for p in files_to_upload(folder)}
     problems = []
-    is_adapter = "adapter_config.json" in names and "config.json" not in names
-    required = ADAPTER_FILES if is_adapter else MODEL_FILES
+    kind = folder_kind(folder)
+    required = {"adapter": ADAPTER_FILES, "export": EXPORT_FILES, "model": MODEL_FILES}[kind]
     problems += [f"{folder}: missing {name}" for name in required if name not in names]
-    if not is_adapter:
+    if kind != "adapter":
         if not any(n == "model.safetensors" or n == "model.safetensors.index.json" for n in names):
             problems.append(f"{folder}: no model.safetensors (weights must be safetensors)")
-        if "config.json" in names:
+        if kind == "model" and "config.json" in names:
             config = json.loads((folder / "config.json").read_text())
             if config.get("model_type") != "infembed" or "AutoModel" not in config.get("auto_map", {}):
                 problems.append(f"{folder}/config.json: not an InF-Embed config with auto_map (model_type, auto_map)")
@@ -179,7 +206,7 @@ def push(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("push", help="upload a trained InF-Embed folder to the Hugging Face Hub")
-    parser.add_argument("dir", metavar="DIR", help="folder written by `infembed train`")
+    parser.add_argument("dir", metavar="DIR", help="folder written by `infembed train` or `infembed export`")
     parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="Hub model repo (created if needed)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--dry-run", action="store_true", help="check and list the files, upload nothing")

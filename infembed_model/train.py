@@ -29,6 +29,7 @@ from infir_dataset.redact import redact_arguments, redact_argv, redact_record
 
 from . import is_infembed
 from .configuration_infembed import COMBINES, LOSS_MODES, LOSS_TERMS, POOLINGS
+from .export import write_adapter_folder
 from .model_card import LOSS_CURVE, TRAINING_RECORD, dataset_license, write_model_card
 from .modeling_infembed import RECORD_FIELDS, InfEmbedModel
 
@@ -368,7 +369,11 @@ def _resume_arg(value: str | None) -> str | bool | None:
 
 
 def save_model_folder(trainer: Trainer, args: InfEmbedTrainArguments) -> None:
-    """The model folder: full weights, or the LoRA adapter; with --merge-lora merged weights + `adapter/`."""
+    """The model folder: full weights, or the LoRA adapter; with --merge-lora merged weights + `adapter/`.
+
+    The adapter is keyed by the backbone's own module names and names the backbone (its Hub id when known) as its
+    base, so every loader that starts from that base applies it (see `export.write_adapter_folder`).
+    """
     out = Path(trainer.args.output_dir)
     if not args.lora_r:
         trainer.save_model(str(out))  # also gathers DeepSpeed / FSDP shards
@@ -378,7 +383,15 @@ def save_model_folder(trainer: Trainer, args: InfEmbedTrainArguments) -> None:
     trainer.save_model(str(adapter_dir))
     if trainer.is_world_process_zero():
         _remove_pickles(adapter_dir)
-        _point_adapter_at(adapter_dir, args.base_model_id or args.backbone)
+        model = trainer.model.get_base_model()
+        base = args.base_model_id or str(Path(args.backbone).resolve())
+        write_adapter_folder(
+            adapter_dir,
+            base,
+            model.config,
+            backbone_has_pooler=hasattr(model.encoder, "pooler"),
+            base_is_infembed=_is_infembed_backbone(args.backbone),
+        )
     if args.merge_lora:
         merged = trainer.model.merge_and_unload()
         if trainer.is_world_process_zero():
@@ -388,14 +401,6 @@ def save_model_folder(trainer: Trainer, args: InfEmbedTrainArguments) -> None:
 def _remove_pickles(folder: Path) -> None:
     """`Trainer.save_model` pickles its arguments; the folder ships `training_args.json` instead."""
     (folder / "training_args.bin").unlink(missing_ok=True)
-
-
-def _point_adapter_at(adapter_dir: Path, base: str) -> None:
-    """adapter_config.json names the backbone (a Hub id when known) rather than a local path."""
-    path = adapter_dir / "adapter_config.json"
-    config = json.loads(path.read_text())
-    config["base_model_name_or_path"] = base
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def model_license(args: InfEmbedTrainArguments) -> tuple[dict[str, str] | None, str | None]:
@@ -430,6 +435,7 @@ def write_run_record(
         "training_arguments": redact_arguments(json.loads(training.to_json_string())),
         "model_config": model_config,
         "backbone_model_type": model.config.encoder_config.model_type,
+        "backbone_is_infembed": _is_infembed_backbone(args.backbone),
         "model_name": out.name,
         "command": shlex.join(["infembed", "train", *redact_argv(command)]) if command is not None else None,
         "license": licence,

@@ -150,3 +150,14 @@ def test_attention_models_adapters_and_used_folders_are_refused(backbone_dir, ex
         assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if ".export-" in p.name]  # no half-written folder left
     assert Path(used, "model.safetensors").is_file()
+
+
+def test_push_sends_every_file_of_an_exported_folder(exported):
+    from infembed_model.push import check_folder, files_to_upload, folder_kind
+
+    _, _, folder = exported[0]
+    assert folder_kind(folder) == "export"
+    sent = {p.as_posix() for p in files_to_upload(folder)}
+    assert sent == {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    # the source folder had no card, so neither has the export a licence; everything else is ready
+    assert check_folder(folder) == [f"{folder / 'README.md'}: card metadata has no 'license'"]
