@@ -24,25 +24,35 @@ VOCAB_SIZE = 20_000
 
 
 def make_records(path: Path, n: int, seed: int = 0) -> None:
-    """Synthetic generator output: realistic lengths, a few invalid rows and duplicates, provenance objects."""
+    """Synthetic generator output: realistic lengths, poisoned parts that are minimal edits, a few invalid rows and
+    duplicates, provenance objects."""
     rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(VOCAB_SIZE)]
 
     def words(low: int, high: int) -> str:
         return " ".join(rng.choices(vocab, k=rng.randint(low, high)))
 
+    def edit(text: str, changes: int) -> str:
+        """A minimal edit, as I-, Q-, HN1 and HN2 are: a few words replaced and one inserted."""
+        tokens = text.split()
+        for _ in range(changes):
+            tokens[rng.randrange(len(tokens))] = rng.choice(vocab)
+        tokens.insert(rng.randrange(len(tokens)), rng.choice(vocab))
+        return " ".join(tokens)
+
     with path.open("w") as f:
         for i in range(n):
+            query, instruction, passage = words(4, 10), words(15, 40), words(60, 100)
             row = {
                 "id": f"msmarco-{i:016x}",
                 "source": "msmarco",
-                "query_positive": words(4, 10),
-                "instruction_positive": words(15, 40),
-                "document_positive": words(60, 100),
-                "query_negative": words(4, 10),
-                "instruction_negative": words(15, 40),
-                "hard_negative_document_1": words(60, 100),
-                "hard_negative_document_2": words(60, 100),
+                "query_positive": query,
+                "instruction_positive": instruction,
+                "document_positive": passage,
+                "query_negative": edit(query, 1),
+                "instruction_negative": edit(instruction, 3),
+                "hard_negative_document_1": edit(passage, 10),
+                "hard_negative_document_2": edit(passage, 10),
                 "provenance": {
                     "generator_model": "gpt-4o-mini",
                     "judge_model": "o3-mini",

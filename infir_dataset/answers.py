@@ -45,6 +45,13 @@ class RelevanceVerdict(_Answer):
     relevant: bool
 
 
+class PlausibilityVerdict(_Answer):
+    """Judge: is this (instruction, query) a request a real user could make? Asked of the poisoned pairs."""
+
+    reason: str
+    plausible: bool
+
+
 def schema_name(answer_type: type[BaseModel]) -> str:
     """The `json_schema.name` of an answer type (letters, digits, `_` as OpenAI requires)."""
     name = answer_type.__name__

@@ -33,8 +33,11 @@ from .dedup import deduplicate
 from .records import InputError, Origin, iter_rows, to_record
 from .schema import HAND_WRITTEN, PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, TRIPLET_FEATURES
 from .validate import (
+    EDIT_ALLOWANCE_WORDS,
     INSTRUCTION_WORDS,
+    LENGTH_TOLERANCE,
     MAX_CHARS,
+    MAX_EDIT_SHARE,
     PASSAGE_WORDS,
     PROVENANCE_STRINGS,
     QUERY_WORDS,
@@ -83,6 +86,7 @@ class BuildStats:
     sources: list[str] = field(default_factory=list)
     holdout_splits: list[str] = field(default_factory=list)
     word_lengths: dict[str, dict[str, float]] = field(default_factory=dict)
+    judge_verdicts: dict[str, int] = field(default_factory=dict)
 
     @property
     def kept(self) -> int:
@@ -345,6 +349,14 @@ def _length_summary(counts: dict[str, np.ndarray]) -> dict[str, dict[str, float]
     }
 
 
+def _passed_checks(provenance: pa.Table) -> dict[str, int]:
+    """For each judge check in the provenance, how many rows carry a passing verdict of it."""
+    verdicts = pc.list_flatten(provenance["verdicts"])
+    passed = verdicts.filter(pc.struct_field(verdicts, "passed"))
+    counts = pc.value_counts(pc.struct_field(passed, "check")).to_pylist()
+    return {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])}
+
+
 def _size_category(n: int) -> str:
     for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
@@ -407,6 +419,7 @@ def _card(
             ("passages", PASSAGE_WORDS, MAX_CHARS["passage"]),
         ],
         hand_written=HAND_WRITTEN if HAND_WRITTEN in models["generators"] else None,
+        edit_rules={"share": MAX_EDIT_SHARE, "words": EDIT_ALLOWANCE_WORDS, "length": LENGTH_TOLERANCE},
         **models,
     )
 
@@ -521,6 +534,7 @@ def build_repo(
     columns = {"generators": "generator_model", "judges": "judge_model", "prompt_versions": "prompt_version"}
     kept_provenance = rows.provenance.take(order)
     models = {key: sorted(pc.unique(kept_provenance[c].drop_null()).to_pylist()) for key, c in columns.items()}
+    stats.judge_verdicts = _passed_checks(kept_provenance)
 
     stats.rows_per_split = {name: len(p) for name, p in parts["default"].items()}
     stats.triplet_rows = {name: len(p) for name, p in parts.get("triplets", {}).items()}

@@ -16,10 +16,11 @@ from typing import Any
 
 import jinja2
 
-from .answers import InstructionNegative, PositiveInstruction, QueryNegative, RelevanceVerdict
+from .answers import InstructionNegative, PlausibilityVerdict, PositiveInstruction, QueryNegative, RelevanceVerdict
 from .llm_client import AnswerError, LLMClient, PendingAnswer
 from .normalise import normalise, words
 from .seeds import Seed
+from .validate import reason_code, validate
 
 PROMPT_VERSION = "v1"
 PROMPTS_DIR = Path(__file__).parent / "prompts"
@@ -67,6 +68,16 @@ JUDGE_CHECKS: tuple[tuple[str, str, str, str, bool], ...] = (
         False,
     ),
 )
+
+# The paper checks the poisoned parts for semantic plausibility too: one question per poisoned (instruction, query)
+# pair, asked without the passage, whether it reads as a request a real user could make.
+# (check name, instruction field, query field)
+PLAUSIBILITY_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("instruction_negative_plausible", "instruction_negative", "query_positive"),
+    ("query_negative_plausible", "instruction_positive", "query_negative"),
+)
+# The requests of a seed that reaches the judge: I+, I- with HN1, Q- with HN2, then every judge question.
+REQUESTS_PER_SEED = 3 + len(JUDGE_CHECKS) + len(PLAUSIBILITY_CHECKS)
 
 
 class Prompts:
@@ -186,6 +197,25 @@ class SeedPipeline:
         messages = self.prompts.messages("judge_relevance", instruction=instruction, query=query, passage=passage)
         return await self.llm.ask(self.config.judge_model, messages, RelevanceVerdict, self._judge_params)
 
+    async def _judge_plausibility(self, instruction: str, query: str) -> PlausibilityVerdict:
+        messages = self.prompts.messages("judge_plausibility", instruction=instruction, query=query)
+        return await self.llm.ask(self.config.judge_model, messages, PlausibilityVerdict, self._judge_params)
+
+    async def _verdicts(self, row: dict[str, str]) -> list[dict[str, Any]]:
+        """Every judge question about the row at once: relevance, then plausibility of the poisoned requests."""
+        answers = await _gather(
+            *(self._judge(row[i], row[q], row[p]) for _, i, q, p, _ in JUDGE_CHECKS),
+            *(self._judge_plausibility(row[i], row[q]) for _, i, q in PLAUSIBILITY_CHECKS),
+        )
+        relevance, plausibility = answers[: len(JUDGE_CHECKS)], answers[len(JUDGE_CHECKS) :]
+        return [
+            {"check": name, "passed": answer.relevant == expected, "reason": answer.reason.strip()}
+            for (name, *_, expected), answer in zip(JUDGE_CHECKS, relevance, strict=True)
+        ] + [
+            {"check": name, "passed": answer.plausible, "reason": answer.reason.strip()}
+            for (name, *_), answer in zip(PLAUSIBILITY_CHECKS, plausibility, strict=True)
+        ]
+
     async def run(self, seed: Seed) -> Outcome:
         """Raises PendingAnswer in batch mode when a needed answer is not in the cache yet."""
         row = {"query_positive": seed.query, "document_positive": seed.passage}
@@ -208,14 +238,15 @@ class SeedPipeline:
         row["hard_negative_document_2"] = query_neg.hard_negative_document.strip()
         if reasons := precheck_negatives(row, self.prompts):
             return self._reject(seed, "negatives", reasons, row)
+        # The rules of `infir build-repo` (lengths, minimal edits, ...): a row kept here is never rejected there, and
+        # a row it would reject costs no judge call.
+        if invalid := validate(row):
+            codes = list(dict.fromkeys(reason_code(r) for r in invalid))
+            return self._reject(seed, "validate", codes, row, detail="; ".join(invalid))
         try:
-            answers = await _gather(*(self._judge(row[i], row[q], row[p]) for _, i, q, p, _ in JUDGE_CHECKS))
+            verdicts = await self._verdicts(row)
         except AnswerError as e:
             return self._reject(seed, "judge", ["unusable_answer:judge"], row, detail=str(e))
-        verdicts = [
-            {"check": name, "passed": answer.relevant == expected, "reason": answer.reason.strip()}
-            for (name, *_, expected), answer in zip(JUDGE_CHECKS, answers, strict=True)
-        ]
         failed = [f"judge:{v['check']}" for v in verdicts if not v["passed"]]
         if failed:
             return self._reject(seed, "judge", failed, row, verdicts=verdicts)

@@ -3,10 +3,12 @@
 - `/v1/chat/completions` answers from the request's `response_format` JSON schema with valid, deterministic content
   derived from the prompt (the last `<query>`, `<instruction>`, `<passage>` tags of the user message). The judge
   answers "relevant" exactly when the passage belongs to the (instruction, query) pair, recognised by the markers
-  the server itself writes into I+ `[I+]`, I- `[I-]`, Q- `[Q-]`, HN1 `[HN1]`, HN2 `[HN2]`, so every check passes
-  unless a seed asks otherwise with a marker in its query:
-  `JUDGE_SAYS_NO` (every verdict "not relevant"), `COPY_QUERY` (I+ = Q+), `SAME_NEG_INSTRUCTION` (I- = I+),
-  `HN_IS_POSITIVE` (HN1 = P+), `ALWAYS_MALFORMED` (invalid JSON), `ALWAYS_TRUNCATED` (finish_reason length).
+  the server itself writes into I+ `[I+]`, I- `[I-]`, Q- `[Q-]`, HN1 `[HN1]`, HN2 `[HN2]`. I- and Q- are minimal
+  edits of I+ and Q+, and HN1 and HN2 as long as P+, so every check passes unless a seed asks otherwise with a marker
+  in its query: `JUDGE_SAYS_NO` (every relevance verdict "not relevant"), `IMPLAUSIBLE` (every plausibility verdict
+  "implausible"), `COPY_QUERY` (I+ = Q+), `SAME_NEG_INSTRUCTION` (I- = I+), `HN_IS_POSITIVE` (HN1 = P+),
+  `REWRITTEN_NEGATIVES` (I- and Q- rewritten, no minimal edits), `LONG_HARD_NEGATIVES` (HN1 and HN2 twice as long
+  as P+), `ALWAYS_MALFORMED` (invalid JSON), `ALWAYS_TRUNCATED` (finish_reason length).
 - Faults for the next requests, queued with `inject()`: "429:S" (Retry-After S seconds), "500", "400",
   "400:context" (OpenAI's context_length_exceeded), "timeout:S"
   (sleep S seconds, never answer), "malformed", "truncated", None (no fault); `fail_when = TEXT` answers 500 to every
@@ -58,6 +60,21 @@ def _judge(instruction: str, query: str, passage: str) -> bool:
     return not neg_instruction and not neg_query
 
 
+def _edited_passage(passage: str, marker: str, word: str, query: str) -> str:
+    """A passage as long as `passage`: its first word replaced by `marker`, its last by `word` (twice as long when
+    the query says `LONG_HARD_NEGATIVES`)."""
+    words = passage.split()
+    edited = " ".join([marker, *words[1:-1], word])
+    return f"{edited} {passage}" if "LONG_HARD_NEGATIVES" in query else edited
+
+
+def _edited_query(query: str) -> str:
+    """Q-: the marker, then Q+ with its last word replaced (a minimal edit), unless asked for a rewrite."""
+    if "REWRITTEN_NEGATIVES" in query:
+        return "[Q-] an entirely different question about rabbits and their food and housing"
+    return " ".join(["[Q-]", *query.split()[:-1], "rabbits"])
+
+
 def answer_for(request: dict[str, Any]) -> dict[str, Any]:
     """The JSON answer to a chat request, built from its schema and prompt."""
     fmt = request.get("response_format") or {}
@@ -69,17 +86,24 @@ def answer_for(request: dict[str, Any]) -> dict[str, Any]:
     if name == "positive_instruction":
         answer["instruction"] = query if "COPY_QUERY" in query else f"[I+] Only passages giving concrete facts: {query}"
     elif name == "instruction_negative":
-        same = "SAME_NEG_INSTRUCTION" in query
-        answer["instruction_negative"] = instruction if same else instruction.replace("[I+]", "[I-]") + " in Norway"
+        if "SAME_NEG_INSTRUCTION" in query:
+            answer["instruction_negative"] = instruction
+        elif "REWRITTEN_NEGATIVES" in query:
+            answer["instruction_negative"] = "[I-] Everything written about rabbits, their food and their housing."
+        else:
+            answer["instruction_negative"] = instruction.replace("[I+]", "[I-]") + " in Norway"
         answer["hard_negative_document"] = (
-            passage if "HN_IS_POSITIVE" in query else f"[HN1] A passage on {query} in Norway."
+            passage if "HN_IS_POSITIVE" in query else _edited_passage(passage, "[HN1]", "Norway.", query)
         )
     elif name == "query_negative":
-        answer["query_negative"] = f"[Q-] {query} for rabbits"
-        answer["hard_negative_document"] = f"[HN2] A passage on {query} for rabbits."
+        answer["query_negative"] = _edited_query(query)
+        answer["hard_negative_document"] = _edited_passage(passage, "[HN2]", "rabbits.", query)
     elif name == "relevance_verdict":
         relevant = _judge(instruction, query, passage)
         answer = {"reason": f"test judge: {'relevant' if relevant else 'not relevant'}", "relevant": relevant}
+    elif name == "plausibility_verdict":
+        plausible = "IMPLAUSIBLE" not in query + instruction
+        answer = {"reason": f"test judge: {'plausible' if plausible else 'implausible'}", "plausible": plausible}
     return answer
 
 

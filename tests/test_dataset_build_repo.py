@@ -53,7 +53,8 @@ def generated(tmp_path) -> Path:
         "id": "msmarco-nearcopy",
         "instruction_positive": lines[4]["instruction_positive"].upper() + "!",
     }
-    dirty = {**generator_line(101), "hard_negative_document_1": "prefix " + EVAL_PASSAGE}
+    dirty = generator_line(101)  # HN1 keeps its length (no other rule applies), with the evaluation passage in it
+    dirty["hard_negative_document_1"] = " ".join(dirty["hard_negative_document_1"].split()[:40] + [EVAL_PASSAGE])
     return write_jsonl(tmp_path / "records.jsonl", [*lines[:10], invalid, *lines[10:], exact, near, dirty])
 
 
@@ -140,6 +141,33 @@ def test_every_left_out_record_is_in_rejects_and_counted_in_the_card(generated, 
     assert "| default | msmarco | 40 |" in card
     assert "arXiv:2505.21439" in card and "@article" in card
     assert "gpt-4o-mini" in card and "o3-mini" in card
+
+
+def test_minimal_edit_length_and_instruction_checks_are_counted_in_the_card(eval_file, tmp_path):
+    lines = [generator_line(i) for i in range(6)]
+    lines[0]["instruction_negative"] = "Something else entirely, about the weather in another city."
+    lines[1]["query_negative"] = "an unrelated question about cooking pasta"
+    lines[2]["hard_negative_document_1"] = lines[2]["hard_negative_document_1"] + " " + lines[2]["document_positive"]
+    lines[3]["hard_negative_document_2"] = " ".join(lines[3]["hard_negative_document_2"].split()[:20])
+    lines[4]["instruction_positive"] = f"Only documents about {EVAL_PASSAGE}"  # a copied evaluation instruction
+    lines[4]["instruction_negative"] = f"No documents about {EVAL_PASSAGE}"
+    out = tmp_path / "repo"
+    stats = build_repo([write_jsonl(tmp_path / "records.jsonl", lines)], out, decontaminate=[eval_file])
+    assert stats.rejection_reasons == {
+        "hard_negative_1_length_mismatch": 1,
+        "hard_negative_2_length_mismatch": 1,
+        "instruction_negative_not_minimal_edit": 1,
+        "query_negative_not_minimal_edit": 1,
+    }
+    assert stats.contaminated_fields == {"instruction_negative": 1, "instruction_positive": 1}
+    assert stats.kept == 1 and stats.judge_verdicts == {"instruction_negative": 1, "positive": 1}
+    card = (out / "README.md").read_text()
+    for code in stats.rejection_reasons:
+        assert f"reason `{code}` | 1 |" in card
+    assert "overlap in `instruction_positive` | 1 |" in card
+    assert "at most 60% of the distinct\n   words of either" in card and "within 25% of P+'s length" in card
+    assert "Rows whose instructions, queries or passages share a 13-token" in card
+    assert "| `instruction_negative` | 1 |" in card and "| `positive` | 1 |" in card
 
 
 def _repo_files(folder: Path) -> list[str]:

@@ -15,7 +15,7 @@ from infir_dataset.dedup import deduplicate
 from infir_dataset.normalise import normalise, normalise_array
 from infir_dataset.records import InputError, iter_rows, to_record
 from infir_dataset.schema import RECORD_FIELDS, record_id
-from infir_dataset.validate import reason_code, validate
+from infir_dataset.validate import EDIT_ALLOWANCE_WORDS, LENGTH_TOLERANCE, MAX_EDIT_SHARE, reason_code, validate
 
 # ---------------------------------------------------------------- validation
 
@@ -85,6 +85,54 @@ def test_all_three_passages_pairwise_different():
     row = public_row(3)
     row["hard_negative_document_1"] = row["hard_negative_document_2"]
     assert [reason_code(r) for r in validate(row)] == ["same_passage"]
+
+
+def _codes(row: dict) -> list[str]:
+    return [reason_code(r) for r in validate(row)]
+
+
+def test_poisoned_instruction_and_query_must_be_minimal_edits():
+    assert MAX_EDIT_SHARE == 0.6 and EDIT_ALLOWANCE_WORDS == 2
+    positive = [f"a{i}" for i in range(20)]  # 20 distinct words: at most 12 dropped, at most 60% of I- new
+    new = [f"n{i}" for i in range(31)]
+    row = {**public_row(8), "instruction_positive": " ".join(positive)}
+    for negative, codes in [
+        (positive[:8] + new[:12], []),  # 12 of 20 words changed
+        (positive[:7] + new[:13], ["instruction_negative_not_minimal_edit"]),  # 13
+        (positive[:8], []),  # 12 words dropped
+        (positive[:7], ["instruction_negative_not_minimal_edit"]),
+        # Both ways: 30 words added are 60% of I-; 31 are more (although no word of I+ is dropped).
+        (positive + new[:30], []),
+        (positive + new[:31], ["instruction_negative_not_minimal_edit"]),
+    ]:
+        assert _codes({**row, "instruction_negative": " ".join(negative)}) == codes, negative
+    # Words are compared normalised: case and punctuation change no word.
+    assert _codes({**row, "instruction_negative": " ".join([f"{w.upper()}," for w in positive[:8]] + new[:12])}) == []
+    # A short query may still swap an entity of two words; a rewrite of it is refused.
+    row = {**public_row(8), "query_positive": "new york weather", "query_negative": "los angeles weather"}
+    assert _codes(row) == []
+    row["query_negative"] = "best pizza in town"
+    assert _codes(row) == ["query_negative_not_minimal_edit"]
+    assert validate(row)[0].startswith(
+        "query_negative_not_minimal_edit: query_negative drops 3 of the 3 distinct words of query_positive and adds 4"
+    )
+
+
+def test_hard_negatives_must_be_within_a_quarter_of_the_positive_length_in_characters_or_words():
+    assert LENGTH_TOLERANCE == 0.25
+    row = {**public_row(9), "document_positive": " ".join(["pp"] * 100)}  # 100 words, 299 characters
+    row["hard_negative_document_2"] = " ".join(["qq"] * 100)
+    for negative, codes in [
+        (["hh"] * 125, []),  # 25% more words (and 25.1% more characters)
+        (["hh"] * 75, []),  # 25% fewer words
+        (["hhhh"] * 100, []),  # as many words, longer ones: 67% more characters
+        (["hhhhh"] * 50, []),  # half the words, longer ones: as many characters
+        (["hh"] * 126, ["hard_negative_1_length_mismatch"]),  # 26% more of both
+        (["hh"] * 74, ["hard_negative_1_length_mismatch"]),  # 26% fewer of both
+    ]:
+        assert _codes({**row, "hard_negative_document_1": " ".join(negative)}) == codes, len(negative)
+    row["hard_negative_document_2"] = " ".join(["qq"] * 200)
+    assert _codes({**row, "hard_negative_document_1": " ".join(["hh"] * 100)}) == ["hard_negative_2_length_mismatch"]
 
 
 # ---------------------------------------------------------------- reading
@@ -319,7 +367,7 @@ def test_formerly_disagreeing_texts_are_the_same_words_everywhere(a, b):
     row["instruction_positive"] = f"Only sources on {a} written after 2020."
     row["instruction_negative"] = f"Only sources on {b} written after 2020."
     assert precheck_negatives(row, Prompts()) == ["instruction_negative_equals_positive"]
-    assert [reason_code(r) for r in validate(row)] == ["same_instruction"]
+    assert _codes(row) == ["same_instruction"]
     # ... dedup finds the near duplicate ...
     rows = [{"id": i, **row, "instruction_positive": text} for i, text in enumerate([a, b])]
     assert deduplicate(_table(rows)).counts()["near_duplicate"] == 1

@@ -8,10 +8,18 @@ import shutil
 from collections import Counter
 
 import pytest
-from openai_test_server import OpenAITestServer, run_generate, write_seeds
+from openai_test_server import OpenAITestServer, _tag, run_generate, write_seeds
 
 from infir_dataset import answers, generate
-from infir_dataset.pipeline import JUDGE_CHECKS, PROMPT_VERSION, JsonlAppender, Prompts, precheck_instruction
+from infir_dataset.pipeline import (
+    JUDGE_CHECKS,
+    PLAUSIBILITY_CHECKS,
+    PROMPT_VERSION,
+    REQUESTS_PER_SEED,
+    JsonlAppender,
+    Prompts,
+    precheck_instruction,
+)
 from infir_dataset.report import DEFAULT_PRICES, price_of
 from infir_dataset.schema import PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, record_id
 
@@ -25,19 +33,31 @@ MARKED = {
         "judge:hard_negative_1_relevant",
         "judge:hard_negative_2_relevant",
     ],
+    "REWRITTEN_NEGATIVES about buses": ["instruction_negative_not_minimal_edit", "query_negative_not_minimal_edit"],
+    "LONG_HARD_NEGATIVES about ferries": ["hard_negative_1_length_mismatch", "hard_negative_2_length_mismatch"],
+    "IMPLAUSIBLE about planes": ["judge:instruction_negative_plausible", "judge:query_negative_plausible"],
 }
+# Seeds stopped by a deterministic check before any judge call.
+PRECHECKED = [
+    "what is COPY_QUERY here",
+    "SAME_NEG_INSTRUCTION for flights",
+    "HN_IS_POSITIVE for trains",
+    "REWRITTEN_NEGATIVES about buses",
+    "LONG_HARD_NEGATIVES about ferries",
+]
 GOOD = ["how long do cats live", "what is the boiling point of water", "who wrote hamlet"]
+CHECK_NAMES = [c[0] for c in JUDGE_CHECKS] + [c[0] for c in PLAUSIBILITY_CHECKS]
 
 
 def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _judge_requests(server, text):
+def _judge_requests(server, text, schema=("relevance_verdict", "plausibility_verdict")):
     return [
         r
         for r in server.chat_requests()
-        if r["body"]["response_format"]["json_schema"]["name"] == "relevance_verdict" and text in json.dumps(r["body"])
+        if r["body"]["response_format"]["json_schema"]["name"] in schema and text in json.dumps(r["body"])
     ]
 
 
@@ -68,7 +88,7 @@ def test_records_follow_the_schema(run):
         assert rec["provenance"]["prompt_version"] == PROMPT_VERSION
         assert rec["provenance"]["generator_model"] == "gen-model"
         assert rec["provenance"]["judge_model"] == "judge-model"
-        assert [v["check"] for v in rec["provenance"]["verdicts"]] == [c[0] for c in JUDGE_CHECKS]
+        assert [v["check"] for v in rec["provenance"]["verdicts"]] == CHECK_NAMES
         assert all(v["passed"] and v["reason"] for v in rec["provenance"]["verdicts"])
         # The relations the server was asked to build: I- / HN1 and Q- / HN2.
         assert rec["instruction_positive"].startswith("[I+]") and rec["instruction_negative"].startswith("[I-]")
@@ -79,12 +99,30 @@ def test_records_follow_the_schema(run):
 def test_rejections_name_their_reasons_and_prechecks_spend_no_judge_call(run):
     rejected = {r["query"]: r for r in _lines(run["out"] / "rejected.jsonl")}
     assert {q: r["reasons"] for q, r in rejected.items()} == MARKED
-    for query in ("what is COPY_QUERY here", "SAME_NEG_INSTRUCTION for flights", "HN_IS_POSITIVE for trains"):
+    for query in PRECHECKED:
         assert _judge_requests(run["server"], query) == []
+    for query in ("REWRITTEN_NEGATIVES about buses", "LONG_HARD_NEGATIVES about ferries"):
+        assert rejected[query]["stage"] == "validate" and "at most" in rejected[query]["detail"]
     judged = rejected["JUDGE_SAYS_NO about boats"]
-    assert judged["stage"] == "judge" and len(judged["provenance"]["verdicts"]) == len(JUDGE_CHECKS)
+    assert judged["stage"] == "judge" and len(judged["provenance"]["verdicts"]) == len(CHECK_NAMES)
     copy = rejected["what is COPY_QUERY here"]
     assert copy["generated"] == {"instruction_positive": "what is COPY_QUERY here"} and copy["seed_id"] == "s3"
+
+
+def test_plausibility_is_asked_of_each_poisoned_request_without_a_passage(run):
+    asked = []
+    for request in _judge_requests(run["server"], "", schema=("plausibility_verdict",)):
+        user = request["body"]["messages"][-1]["content"]
+        assert "<passage>" not in user  # a request is plausible or not whatever passage answers it
+        asked.append((_tag(user, "instruction"), _tag(user, "query")))
+    for rec in _lines(run["out"] / "records.jsonl"):
+        mine = [(i, q) for i, q in asked if i in (rec["instruction_positive"], rec["instruction_negative"])]
+        assert sorted(mine) == sorted(
+            [
+                (rec["instruction_negative"], rec["query_positive"]),
+                (rec["instruction_positive"], rec["query_negative"]),
+            ]
+        )
 
 
 def test_report_counts_what_the_server_saw(run):
@@ -96,8 +134,8 @@ def test_report_counts_what_the_server_saw(run):
     assert report["seeds_rejected"] == len(MARKED)
     assert report["rejections_by_reason"] == dict(Counter(r for reasons in MARKED.values() for r in reasons))
     assert report["requests_made"] == len(chats) and report["cache_hits"] == 0 and report["retries"] == 0
-    # 3 generation + 7 judge requests per good seed; markers stop earlier.
-    assert len(chats) == 10 * len(GOOD) + 1 + 3 + 3 + 10
+    # Every request of a good seed and of the two judged markers; COPY_QUERY stops after I+, the others after I-/Q-.
+    assert len(chats) == REQUESTS_PER_SEED * (len(GOOD) + 2) + 1 + 3 * (len(PRECHECKED) - 1)
     sent = Counter()
     for r in chats:
         # The test server counts the words of the prompt as its prompt tokens.
@@ -125,7 +163,7 @@ def test_rerun_sends_no_request_and_repairs_a_cut_last_line(run, tmp_path):
     assert sorted(r["id"] for r in records) == sorted({r["id"] for r in records}) and len(records) == len(GOOD)
     report = json.loads((out / "report.json").read_text())
     assert report["seeds_already_done"] == len(GOOD) + len(MARKED) - 1
-    assert report["records_kept"] == 1 and report["cache_hits"] == 10 and report["requests_made"] == 0
+    assert report["records_kept"] == 1 and report["cache_hits"] == REQUESTS_PER_SEED and report["requests_made"] == 0
 
 
 def test_requests_in_flight_never_exceed_concurrency(tmp_path):
@@ -135,7 +173,7 @@ def test_requests_in_flight_never_exceed_concurrency(tmp_path):
             "--seeds", str(seeds), "--out", str(tmp_path / "o"), "--base-url", server.base_url, "--concurrency", "3"
         )
         assert server.max_in_flight == 3
-        assert len(server.chat_requests()) == 80
+        assert len(server.chat_requests()) == 8 * REQUESTS_PER_SEED
 
 
 def test_bad_prices_file_and_missing_key_are_one_line_errors(tmp_path, monkeypatch):

@@ -6,6 +6,8 @@ import json
 import pytest
 from openai_test_server import OpenAITestServer, run_generate, write_seeds
 
+from infir_dataset.pipeline import REQUESTS_PER_SEED
+
 
 def _run(tmp_path, server, *extra):
     seeds = write_seeds(tmp_path / "s.jsonl", ["how long do cats live"])
@@ -25,7 +27,7 @@ def test_429_waits_for_retry_after(tmp_path):
         first, second = server.chat_requests()[:2]
     assert first["status"] == 429 and second["body"] == first["body"]
     assert second["start"] - first["start"] >= 0.95  # the header's 1 s, not the client's 0.5 s default backoff
-    assert report["retries"] == 1 and report["requests_made"] == 10 and len(_records(out)) == 1
+    assert report["retries"] == 1 and report["requests_made"] == REQUESTS_PER_SEED and len(_records(out)) == 1
 
 
 def test_500s_back_off_exponentially(tmp_path):
@@ -43,7 +45,7 @@ def test_timeout_is_retried(tmp_path):
         server.inject("timeout:1.5")
         out, report = _run(tmp_path, server, "--timeout", "0.5")
         statuses = [r["status"] for r in server.chat_requests()]
-    assert statuses[0] == "timeout" and statuses.count(200) == 10
+    assert statuses[0] == "timeout" and statuses.count(200) == REQUESTS_PER_SEED
     assert report["retries"] == 1 and len(_records(out)) == 1
 
 
@@ -52,11 +54,11 @@ def test_an_unparseable_answer_is_asked_again(tmp_path, fault):
     with OpenAITestServer() as server:
         server.inject(fault)
         out, report = _run(tmp_path, server)
-        assert len(server.chat_requests()) == 11
+        assert len(server.chat_requests()) == REQUESTS_PER_SEED + 1
         first, retry = server.chat_requests()[:2]
     # A new sampling seed, or a deterministic server (llama.cpp, OpenAI with a seed) repeats the same bad answer.
     assert retry["body"] == {**first["body"], "seed": first["body"]["seed"] + 1}
-    assert report["parse_retries"] == 1 and report["requests_made"] == 11 and len(_records(out)) == 1
+    assert report["parse_retries"] == 1 and report["requests_made"] == REQUESTS_PER_SEED + 1 and len(_records(out)) == 1
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,8 @@ def test_a_server_that_keeps_failing_stops_the_run_and_loses_nothing(tmp_path):
         answered = [
             q
             for q in queries
-            if sum(r["status"] == 200 and q in json.dumps(r["body"]) for r in server.chat_requests()) == 10
+            if sum(r["status"] == 200 and q in json.dumps(r["body"]) for r in server.chat_requests())
+            == REQUESTS_PER_SEED
         ]
         assert sorted(r["query_positive"] for r in _records(tmp_path / "o")) == sorted(answered)
         before = len(server.chat_requests())

@@ -11,6 +11,8 @@ import time
 
 from openai_test_server import OpenAITestServer, write_seeds
 
+from infir_dataset.pipeline import REQUESTS_PER_SEED
+
 SEEDS = 12
 CONCURRENCY = 4
 
@@ -42,7 +44,7 @@ def test_sigkill_then_resume(tmp_path):
         proc.wait()
         first_run = server.chat_requests()
         n_first = len(first_run)
-        assert n_first < 10 * SEEDS  # killed mid-run
+        assert n_first < REQUESTS_PER_SEED * SEEDS  # killed mid-run
 
         with sqlite3.connect(out / "requests.sqlite") as db:
             cached = {_canonical(json.loads(r[0])) for r in db.execute("SELECT request FROM answers")}
@@ -65,4 +67,4 @@ def test_sigkill_then_resume(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["finished"] and report["requests_made"] == len(second_run)
     # Seeds finished before the kill are skipped; the others get their earlier answers from the cache.
-    assert report["cache_hits"] + report["requests_made"] == 10 * (SEEDS - report["seeds_already_done"])
+    assert report["cache_hits"] + report["requests_made"] == REQUESTS_PER_SEED * (SEEDS - report["seeds_already_done"])

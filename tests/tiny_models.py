@@ -91,18 +91,24 @@ def make_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
     def text(k: int) -> str:
         return " ".join(f"w{rng.randrange(200)}" for _ in range(k))
 
+    def as_long_as(words: str, like: str) -> str:
+        """`words` cut or repeated to as many words as `like`: InF-IR's hard negatives are as long as P+."""
+        n = len(like.split())
+        return " ".join((words.split() * n)[:n])
+
     rows = []
     for _ in range(n):
         instruction, query = text(rng.randint(4, 8)), text(rng.randint(2, 5))
+        passage = text(rng.randint(6, 12))
         rows.append(
             {
                 "query_positive": query,
                 "instruction_positive": instruction,
-                "document_positive": text(rng.randint(6, 12)),
+                "document_positive": passage,
                 "query_negative": query + " " + text(1),
                 "instruction_negative": instruction + " " + text(2),
-                "hard_negative_document_1": text(rng.randint(6, 12)),
-                "hard_negative_document_2": text(rng.randint(6, 12)),
+                "hard_negative_document_1": as_long_as(text(rng.randint(6, 12)), passage),
+                "hard_negative_document_2": as_long_as(text(rng.randint(6, 12)), passage),
             }
         )
     return rows
