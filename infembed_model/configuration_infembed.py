@@ -27,8 +27,8 @@ class InfEmbedConfig(PreTrainedConfig):
         loss_terms: objectives among `P` (query to passage), `IQ` (passage to instruction+query) and `I` (the same
             query and passage, other instructions as negatives).
         loss_mode: `multi` sums one InfoNCE term per objective; `uni` takes one softmax over the union of candidates.
-        num_instruction_negatives: with `concat`, how many other instructions of the batch are sampled for `I`
-            (with `attention` every instruction of the batch is used, since the pairs are cheap).
+        num_instruction_negatives: how many distinct other instructions of the batch are sampled per triple for `I`
+            (with `concat` as (instruction, query) texts to encode, with `attention` as cross-attention reruns).
         bidirectional: let a decoder backbone attend in both directions (sets the backbone's `is_causal=False`).
             Off by default: decoders stay causal and pool their last token, an end-of-sequence token that
             `InfEmbedModel.from_backbone` makes the tokenizer append (as e5-mistral, RepLLaMA and Qwen3-Embedding).
