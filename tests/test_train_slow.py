@@ -24,7 +24,12 @@ def test_all_minilm_l6_v2_trains_and_reloads(tmp_path):
     assert last < first, curve
     assert record["model_config"]["pooling"] == "mean"
 
+    # The folder reloads as the trained model: sentence-transformers gives InF-Embed's own vectors.
+    from infembed_model import InfEmbedModel
+
+    passages = ["a passage about tea", "another about coffee"]
     model = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
-    embeddings = model.encode_document(["a passage about tea", "another about coffee"], convert_to_tensor=True)
-    assert embeddings.shape == (2, 384)
+    embeddings = model.encode_document(passages, convert_to_tensor=True)
+    trained = InfEmbedModel.from_pretrained(str(out)).eval()
+    assert torch.allclose(embeddings, trained.encode_passages(passages), atol=1e-5)
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(2), atol=1e-4)
