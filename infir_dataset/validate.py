@@ -21,10 +21,11 @@ PASSAGE_WORDS = (3, 2048)
 MAX_CHARS = {"instruction": 4_000, "query": 2_000, "passage": 30_000}
 
 # I- and Q- are minimal edits of I+ and Q+, both ways: at most this share of the distinct (normalised) words of I+
-# may be missing from I-, and at most this share of those of I- may be new. Measured on 542 hand-written rows (one
+# may be missing from I-, and at most this share of those of I- may be new. Measured on the 546 gold rows (one
 # condition or entity changed): at most 50% of an instruction's words and 60% of a query's change, 20% at the median;
-# I+ against the I- of another row changes 93% at the median, and 0.5% of such pairs pass (2% of query pairs).
-# Sets of words are cheap, and an edit distance that respects word order separated those rows no better.
+# I+ against the I- of another row changes 93% at the median, and 0.5% of such pairs pass (2.9% of query pairs).
+# Sets of words are cheap; a word-order-aware edit distance separated those rows barely better, at several times
+# the cost per row.
 MAX_EDIT_SHARE = 0.6
 # ... or at most this many words, so that a query of one or two words can still have its entity swapped.
 EDIT_ALLOWANCE_WORDS = 2
@@ -125,7 +126,8 @@ def _edit_reasons(texts: dict[str, str], tokens: dict[str, list[str]]) -> list[s
     for poisoned, positive, code in MINIMAL_EDITS:
         if poisoned in tokens and positive in tokens:
             before, after = set(tokens[positive]), set(tokens[poisoned])
-            dropped, added = len(before - after), len(after - before)
+            kept = len(before & after)
+            dropped, added = len(before) - kept, len(after) - kept
             if dropped > max(EDIT_ALLOWANCE_WORDS, MAX_EDIT_SHARE * len(before)) or added > max(
                 EDIT_ALLOWANCE_WORDS, MAX_EDIT_SHARE * len(after)
             ):
