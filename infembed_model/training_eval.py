@@ -3,6 +3,9 @@
 `Trainer.evaluate` runs the model's forward on the eval batches (the eval loss) and hands the embeddings of every
 triple (query embeddings [3n, d], passage embeddings [3n, d], in row order: (I+,Q+,P+), (I-,Q+,HN1), (I+,Q-,HN2) for
 each row) with each triple's passage id to `compute_metrics`, so the metrics also work under DDP, DeepSpeed and FSDP.
+Nothing here encodes: the evaluation's precision and device are Trainer's own flags, which `infembed train` passes
+through (`--bf16`/`--fp16` mixed precision, `--bf16_full_eval`/`--fp16_full_eval` to cast the model for evaluation,
+`--use_cpu` to keep it on the CPU): the counterpart of `infembed eval --dtype/--device`.
 """
 
 from collections.abc import Callable
