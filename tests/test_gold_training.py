@@ -53,12 +53,17 @@ def trained(tmp_path_factory):
 
 
 def _drop_instructions(repo: Path) -> None:
-    """Empty both instructions of every training row (build-repo would refuse such rows, so the shard is rewritten)."""
-    from datasets import load_dataset
+    """Empty both instructions of every training row (build-repo would refuse such rows, so the shard is rewritten).
+    Arrow, not `datasets`: a `load_dataset` here would cache the rows with their instructions for the training."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     (shard,) = (repo / "data").glob("msmarco-*.parquet")
-    rows = load_dataset(str(repo), split="msmarco")
-    rows.map(lambda _: {"instruction_positive": "", "instruction_negative": ""}).to_parquet(str(shard))
+    rows = pq.read_table(shard)
+    empty = pa.array([""] * len(rows), rows.schema.field("instruction_positive").type)
+    for name in ("instruction_positive", "instruction_negative"):
+        rows = rows.set_column(rows.schema.get_field_index(name), rows.schema.field(name), empty)
+    pq.write_table(rows, shard)
 
 
 def test_trained_model_follows_instructions_better_than_its_base(trained):
