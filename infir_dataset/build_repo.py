@@ -6,32 +6,36 @@ Layout written under DIR (the same as `push_to_hub` makes, so `load_dataset(DIR)
   provenance/<split>-*.parquet               generator, judge, prompt version and verdicts, keyed by id
   README.md                                  dataset card with YAML metadata and statistics
   rejects.jsonl                              every record left out, with its origin and reasons (never uploaded)
+
+Memory stays bounded whatever the size of the inputs: they are read a batch at a time, valid records are spilled to
+sorted runs on disk (`sorted_runs`), and only compact keys stay in memory (ids and 16-byte digests to order, deduplicate
+and split the records, contamination bits, word counts); the shards are then written as they fill, in one pass over
+the runs. Rejected records go to rejects.jsonl as they are found.
 """
 
 import argparse
 import hashlib
 import itertools
 import json
-import math
 import os
 import shutil
 import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from .decontaminate import CHECKED_FIELDS, NGRAM, NgramIndex, contaminated_fields, load_eval_texts
-from .dedup import deduplicate
+from .decontaminate import CHECKED_FIELDS, NGRAM, NgramIndex, contamination_mask, load_eval_texts, masked_fields
+from .dedup import deduplicate_keys, row_digests
+from .parquet_shards import ROW_GROUP_ROWS, ShardWriter
 from .records import InputError, Origin, iter_rows, to_record
 from .schema import HAND_WRITTEN, PROVENANCE_FEATURES, RECORD_FEATURES, RECORD_FIELDS, TRIPLET_FEATURES
+from .sorted_runs import Run, RunWriter, gather, in_order, scan
 from .validate import (
     EDIT_ALLOWANCE_WORDS,
     INSTRUCTION_WORDS,
@@ -48,10 +52,9 @@ from .validate import (
 
 SHARD_ROWS = 100_000
 READ_BATCH_ROWS = 10_000
-# Row groups of 10k rows stay well under the 100 MB that `datasets` aims at, for the Hub viewer's random access.
-ROW_GROUP_ROWS = 10_000
 HOLDOUT_SUFFIX = "_holdout"
 REJECTS = "rejects.jsonl"
+RUNS = ".runs"  # the spilled records, inside the build's temporary folder
 OWNED = ("data", "triplets", "provenance", "README.md", REJECTS)
 CARD_TEMPLATE = "dataset_card.md.jinja"
 CONFIG_FOLDERS = {"default": "data", "triplets": "triplets", "provenance": "provenance"}
@@ -93,136 +96,282 @@ class BuildStats:
         return sum(self.rows_per_split.values())
 
 
-@dataclass
-class _Rows:
-    """Valid records as Arrow tables in input order (provenance aligned, null where a record has none),
-    their origins, and `index`: the rows still kept, in output order."""
-
-    records: pa.Table
-    provenance: pa.Table
-    origins: list[Origin]
-    index: np.ndarray
-    given_holdout: np.ndarray  # bool per record, in input order: read from a `--holdout` input
-
-    def columns(self, names: Sequence[str]) -> pa.Table:
-        return pa.table({name: self.records[name].take(self.index) for name in names})
-
-
-# Provenance rows are collected next to every record; a record without provenance gets nulls, dropped at the end.
+# A spilled row: the record's columns, then its provenance's (null for a record without provenance).
 _PROVENANCE_SCHEMA = pa.schema([f.with_nullable(True) for f in PROVENANCE_FEATURES.arrow_schema])
+_PROVENANCE_COLUMNS = ("generator_model", "judge_model", "prompt_version", "verdicts")
+_SPILL_SCHEMA = pa.schema([*RECORD_FEATURES.arrow_schema, *(_PROVENANCE_SCHEMA.field(c) for c in _PROVENANCE_COLUMNS)])
+_RECORD_COLUMNS = RECORD_FEATURES.arrow_schema.names
+_SEPARATOR = "\x1f"
+
+
+class _Rejects:
+    """rejects.jsonl, a line per record left out as soon as it is; the first one is kept for the error message."""
+
+    def __init__(self, path: Path):
+        self._file = path.open("w", encoding="utf-8")
+        self.first: dict | None = None
+
+    def add(self, entry: dict) -> None:
+        self.first = self.first or entry
+        self._file.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class _Keys:
+    """What stays in memory of each valid record once it is spilled, by input order (about 150 bytes a record)."""
+
+    ids: pa.Array
+    source: np.ndarray  # index into `sources`
+    sources: list[str]
+    given: np.ndarray  # read from a `--holdout` input
+    held_out: np.ndarray  # given, or chosen by `--holdout-fraction`
+    exact: np.ndarray  # dedup keys (`dedup.row_digests`)
+    near: np.ndarray
+    contaminated: np.ndarray  # a bit per field of CHECKED_FIELDS, for records that are not given held out
+    has_provenance: np.ndarray
+    words: dict[str, np.ndarray]
+    origin: np.ndarray  # (index into `origins`, line, row, index into `origins` of the split), -1 for none
+    origins: list[str]
+
+    def origin_of(self, row: int) -> dict:
+        file, line, number, split = (int(v) for v in self.origin[row])
+        return Origin(
+            self.origins[file],
+            line=line if line >= 0 else None,
+            row=number if number >= 0 else None,
+            split=self.origins[split] if split >= 0 else None,
+        ).as_dict()
+
+
+class _Spiller:
+    """Turns batches of valid records into their keys and sorted runs. (Not on a thread of its own beside the
+    validation: both are mostly Python, and the GIL made that slower than one after the other, with the
+    decontamination's Arrow work spread over the cores.)"""
+
+    def __init__(self, runs: RunWriter, index: NgramIndex | None, holdout_fraction: float):
+        self.runs, self.index, self.fraction = runs, index, holdout_fraction
+        self.ids = [pa.array([], pa.string())]
+        self.parts: dict[str, list[np.ndarray]] = {
+            "source": [np.zeros(0, np.int32)],
+            "given": [np.zeros(0, bool)],
+            "held_out": [np.zeros(0, bool)],
+            "exact": [np.zeros(0, "S16")],
+            "near": [np.zeros(0, "S16")],
+            "contaminated": [np.zeros(0, np.uint16)],
+            "has_provenance": [np.zeros(0, bool)],
+            "origin": [np.zeros((0, 4), np.int64)],
+        }
+        self.words = {name: [np.zeros(0, np.int32)] for name in RECORD_FIELDS}
+        self.sources: dict[str, int] = {}
+        self.origins: dict[str, int] = {}
+
+    def finish(self) -> tuple[_Keys, list[Run]]:
+        keys = _Keys(
+            ids=pa.chunked_array(self.ids).combine_chunks(),
+            sources=list(self.sources),
+            words={name: np.concatenate(parts) for name, parts in self.words.items()},
+            origins=list(self.origins),
+            **{name: np.concatenate(parts) for name, parts in self.parts.items()},
+        )
+        return keys, self.runs.close()
+
+    def _code(self, names: dict[str, int], name: str | None) -> int:
+        return -1 if name is None else names.setdefault(name, len(names))
+
+    def add(self, records: list[dict], provenance: list[dict], origins: list[Origin], given: list[bool]) -> None:
+        table = pa.Table.from_pylist(records, schema=RECORD_FEATURES.arrow_schema)
+        prov = pa.Table.from_pylist(provenance, schema=_PROVENANCE_SCHEMA)
+        rows = pa.Table.from_arrays(
+            [*table.columns, *(prov[c] for c in _PROVENANCE_COLUMNS)], schema=_SPILL_SCHEMA
+        ).combine_chunks()
+        ids = rows["id"].combine_chunks()
+        given_flags = np.array(given, dtype=bool)
+        chosen = np.array([self.fraction > 0 and is_holdout(i, self.fraction) for i in ids.to_pylist()], dtype=bool)
+        held_out = given_flags | chosen
+        source = np.array([self._code(self.sources, s) for s in rows["source"].to_pylist()], dtype=np.int32)
+        exact, near = row_digests(table)
+        contaminated = np.zeros(len(rows), dtype=np.uint16)
+        if self.index is not None and not given_flags.all():
+            checked = np.flatnonzero(~given_flags)
+            contaminated[checked] = contamination_mask(table.take(checked), self.index)
+        for name, counts in _word_counts(table).items():
+            self.words[name].append(counts)
+        origin = np.array(
+            [
+                (
+                    self._code(self.origins, o.file),
+                    -1 if o.line is None else o.line,
+                    -1 if o.row is None else o.row,
+                    self._code(self.origins, o.split),
+                )
+                for o in origins
+            ],
+            dtype=np.int64,
+        )
+        self.ids.append(ids)
+        for name, value in (
+            ("source", source),
+            ("given", given_flags),
+            ("held_out", held_out),
+            ("exact", exact),
+            ("near", near),
+            ("contaminated", contaminated),
+            ("has_provenance", pc.is_valid(rows["generator_model"]).to_numpy(zero_copy_only=False)),
+            ("origin", origin),
+        ):
+            self.parts[name].append(value)
+        # Within a run, rows in the order of the output: split, given held-out rows first, id (see `_splits`).
+        splits = pc.binary_join_element_wise(rows["source"], pa.array(np.where(held_out, HOLDOUT_SUFFIX, "")), "")
+        self.runs.add(rows, pa.table({"split": splits, "not_given": ~given_flags, "id": ids}))
+
+
+def _content_digests(rows: pa.Table) -> np.ndarray:
+    keys = _sort_keys(rows)
+    columns = [keys[name] for name in keys.column_names if name != "id"]
+    joined = pc.binary_join_element_wise(*columns, _SEPARATOR, null_handling="replace", null_replacement="\x00")
+    return np.array([hashlib.blake2b(t.encode(), digest_size=16).digest() for t in joined.to_pylist()], dtype="S16")
 
 
 def _read(
-    inputs: Sequence[str | os.PathLike], source: str, stats: BuildStats, rejects: list[dict], holdout_from: int
-) -> _Rows:
-    """Validate every input row; valid ones go to Arrow batches so that Python objects never hold the whole corpus.
-    Rows of `inputs[holdout_from:]` are marked as held out."""
-    batches, prov_batches, origins, given_holdout = [], [], [], []
-    records, provenance = [], []
+    inputs: Sequence[str | os.PathLike],
+    source: str,
+    stats: BuildStats,
+    rejects: _Rejects,
+    spiller: _Spiller,
+    holdout_from: int,
+) -> tuple[_Keys, list[Run]]:
+    """Validate every input row: invalid ones go to rejects.jsonl, valid ones to `spiller` a batch at a time.
+    Rows of `inputs[holdout_from:]` are marked as given held out."""
+    records, provenance, origins, given = [], [], [], []
     reasons_count: Counter[str] = Counter()
-
-    def flush() -> None:
-        batches.append(pa.RecordBatch.from_pylist(records, schema=RECORD_FEATURES.arrow_schema))
-        prov_batches.append(pa.RecordBatch.from_pylist(provenance, schema=_PROVENANCE_SCHEMA))
-        records.clear()
-        provenance.clear()
-
     for number, path in enumerate(inputs):
         for raw in iter_rows(path):
             stats.input_rows += 1
             reasons = validate(raw.data)
             if reasons:
-                rejects.append({**raw.origin.as_dict(), "stage": "validate", "reasons": reasons, "record": raw.data})
+                rejects.add({**raw.origin.as_dict(), "stage": "validate", "reasons": reasons, "record": raw.data})
                 reasons_count.update({reason_code(r) for r in reasons})
+                stats.rejected += 1
                 continue
             record, prov = to_record(raw, source)
             records.append(record)
             provenance.append(prov or {"id": record["id"], "source": record["source"]})
             origins.append(raw.origin)
-            given_holdout.append(number >= holdout_from)
+            given.append(number >= holdout_from)
             if len(records) == READ_BATCH_ROWS:
-                flush()
-    flush()
-    stats.rejected = len(rejects)
+                spiller.add(records, provenance, origins, given)
+                records, provenance, origins, given = [], [], [], []
+    if records:
+        spiller.add(records, provenance, origins, given)
     stats.rejection_reasons = dict(sorted(reasons_count.items()))
-    # One chunk per column: Arrow's `take` on a many-chunk column first concatenates the whole column.
-    table = pa.Table.from_batches(batches).combine_chunks()
-    provenance_table = pa.Table.from_batches(prov_batches).combine_chunks()
-    batches.clear()
-    prov_batches.clear()
-    given = np.array(given_holdout, dtype=bool)
-    # Given held-out rows first, so that dedup keeps them over a training row with the same id or triple.
-    order = _input_independent_order(table, provenance_table)
-    order = order[np.argsort(~given[order], kind="stable")]
-    return _Rows(table, provenance_table, origins, order, given)
+    return spiller.finish()
 
 
-def _input_independent_order(records: pa.Table, provenance: pa.Table) -> np.ndarray:
-    """Rows sorted on id, content, source and provenance (rows without provenance last), so that the output does
-    not depend on input order and dedup keeps the same record of a repeated id: the one with provenance."""
-    verdicts = provenance["verdicts"].combine_chunks()
+def _holdout_texts(paths: Sequence[str | os.PathLike]) -> Iterator[str]:
+    """The checked fields of the valid rows of the `--holdout` inputs: evaluation texts for the other rows."""
+    for path in paths:
+        for raw in iter_rows(path):
+            if not validate(raw.data):
+                yield from (raw.data[name] for name in CHECKED_FIELDS)
+
+
+def _eval_index(
+    decontaminate: Sequence[str | os.PathLike], holdout: Sequence[str | os.PathLike], stats: BuildStats
+) -> NgramIndex | None:
+    if not decontaminate and not holdout:
+        return None
+    index = NgramIndex.from_texts(itertools.chain(load_eval_texts(decontaminate), _holdout_texts(holdout)))
+    stats.eval_texts = index.texts
+    stats.decontaminated_against = [Path(p).name for p in (*decontaminate, *holdout)]
+    _release_memory()
+    return index
+
+
+def _sort_keys(rows: pa.Table) -> pa.Table:
+    """Id, content, source and provenance of spilled rows, as sort keys (the verdicts as one string each)."""
+    verdicts = rows["verdicts"].combine_chunks()
     items = verdicts.values
     verdict_text = pc.binary_join_element_wise(
-        items.field("check"), pc.cast(items.field("passed"), pa.string()), items.field("reason"), "\x1f"
+        items.field("check"), pc.cast(items.field("passed"), pa.string()), items.field("reason"), _SEPARATOR
     )
-    keys = pa.table(
+    return pa.table(
         {
-            **{name: records[name] for name in ("id", *RECORD_FIELDS, "source")},
-            **{f"provenance.{name}": provenance[name] for name in PROVENANCE_STRINGS},
-            # Lists cannot be sort keys: the verdicts as one string each (null without provenance).
+            **{name: rows[name] for name in ("id", *RECORD_FIELDS, "source")},
+            **{f"provenance.{name}": rows[name] for name in PROVENANCE_STRINGS},
             "provenance.verdicts": pc.binary_join(
                 pa.ListArray.from_arrays(verdicts.offsets, verdict_text, mask=verdicts.is_null()), "\x1e"
             ),
         }
     )
-    return pc.sort_indices(keys, sort_keys=[(name, "ascending", "at_end") for name in keys.column_names]).to_numpy()
 
 
-def _reject(rows: _Rows, position: int, stage: str, rid: str, reason: str) -> dict:
-    return {**rows.origins[rows.index[position]].as_dict(), "stage": stage, "id": rid, "reasons": [reason]}
+def _dedup_order(keys: _Keys, runs: list[Run]) -> np.ndarray:
+    """Valid records in the order in which dedup keeps the first of a group, independent of input order: given
+    held-out records first, then on id, content, source and provenance (records without provenance last), ties in
+    input order. Only records that share an id are read back for this, and only those whose content differs are
+    sorted on it."""
+    n = len(keys.ids)
+    not_given = ~keys.given
+    by_id = pa.table({"not_given": not_given, "id": keys.ids, "input": np.arange(n)})
+    order = pc.sort_indices(by_id, sort_keys=[(name, "ascending") for name in by_id.column_names]).to_numpy().copy()
+    if n < 2:
+        return order
+    ids = keys.ids.take(order)
+    same = pc.equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False) & (not_given[order][1:] == not_given[order][:-1])
+    shared = np.concatenate([same, [False]]) | np.concatenate([[False], same])  # positions in a group of two or more
+    if not shared.any():
+        return order
+    content = np.zeros(n, dtype="S16")
+    for rows, table in scan(runs, order[shared]):
+        content[rows] = _content_digests(table)
+    group = np.concatenate([[0], np.cumsum(~same)])
+    first = np.flatnonzero(np.concatenate([[True], ~same]))
+    content = content[order]
+    differs = np.isin(group, group[content != content[first[group]]])
+    if differs.any():
+        rows = order[differs]
+        full = _sort_keys(gather(runs, rows))
+        table = pa.table(
+            {"not_given": not_given[rows], **{name: full[name] for name in full.column_names}, "input": rows}
+        )
+        sort_keys = [(name, "ascending", "at_end") for name in table.column_names]
+        order[differs] = rows[pc.sort_indices(table, sort_keys=sort_keys).to_numpy()]
+    return order
 
 
-def _dedup(rows: _Rows, stats: BuildStats, rejects: list[dict]) -> None:
-    result = deduplicate(rows.records, rows.index)
-    for i, code, kept_id in result.removed:
-        rid = rows.records["id"][int(rows.index[i])].as_py()
-        rejects.append(_reject(rows, i, "dedup", rid, f"{code}: of {kept_id}"))
+def _dedup(keys: _Keys, order: np.ndarray, stats: BuildStats, rejects: _Rejects) -> np.ndarray:
+    """The rows of `order` that are no duplicate of an earlier one."""
+    result = deduplicate_keys(keys.ids.take(order), keys.exact[order], keys.near[order])
+    for position, code, kept_id in result.removed:
+        row = int(order[position])
+        reason = f"{code}: of {kept_id}"
+        rejects.add({**keys.origin_of(row), "stage": "dedup", "id": keys.ids[row].as_py(), "reasons": [reason]})
     stats.duplicates = result.counts()
-    rows.index = rows.index[result.keep]
+    return order[result.keep]
 
 
-def _held_out(rows: _Rows) -> np.ndarray:
-    """Which kept rows were given as held out (`--holdout`)."""
-    return rows.given_holdout[rows.index]
-
-
-def _held_out_texts(rows: _Rows, held_out: np.ndarray) -> Iterator[str]:
-    chosen = rows.index[held_out]
-    for name in CHECKED_FIELDS:
-        yield from rows.records[name].take(chosen).to_pylist()
-
-
-def _decontaminate(rows: _Rows, index: NgramIndex, stats: BuildStats, rejects: list[dict]) -> None:
-    """Drop the training rows that overlap the evaluation texts; held-out rows are the evaluation, so stay."""
-    held_out = _held_out(rows)
-    overlaps: list[list[str]] = [[] for _ in range(len(rows.index))]
-    checked = np.flatnonzero(~held_out)
-    for start in range(0, len(checked), READ_BATCH_ROWS):  # a slice of the text at a time keeps memory flat
-        positions = checked[start : start + READ_BATCH_ROWS]
-        chunk = rows.index[positions]
-        found = contaminated_fields(pa.table({f: rows.records[f].take(chunk) for f in CHECKED_FIELDS}), index)
-        for position, fields in zip(positions, found, strict=True):
-            overlaps[position] = fields
+def _decontaminate(keys: _Keys, order: np.ndarray, n: int, stats: BuildStats, rejects: _Rejects) -> np.ndarray:
+    """The rows of `order` that share no `n`-gram with the evaluation texts (given held-out rows are the evaluation)."""
+    masks = keys.contaminated[order]
     by_field: Counter[str] = Counter()
-    for i, fields in enumerate(overlaps):
-        if fields:
-            by_field.update(fields)
-            rid = rows.records["id"][int(rows.index[i])].as_py()
-            reason = f"contaminated: {', '.join(fields)} share a {index.n}-token sequence with the evaluation texts"
-            rejects.append(_reject(rows, i, "decontaminate", rid, reason))
-    stats.contaminated = sum(1 for fields in overlaps if fields)
+    for row, mask in zip(order[masks > 0], masks[masks > 0], strict=True):
+        fields = masked_fields(int(mask))
+        by_field.update(fields)
+        reason = f"contaminated: {', '.join(fields)} share a {n}-token sequence with the evaluation texts"
+        rejects.add(
+            {
+                **keys.origin_of(int(row)),
+                "stage": "decontaminate",
+                "id": keys.ids[int(row)].as_py(),
+                "reasons": [reason],
+            }
+        )
+    stats.contaminated = int(np.count_nonzero(masks))
     stats.contaminated_fields = dict(sorted(by_field.items()))
-    rows.index = rows.index[np.array([not fields for fields in overlaps], dtype=bool)]
+    return order[masks == 0]
 
 
 def _where(reject: dict) -> str:
@@ -242,98 +391,111 @@ def is_holdout(record_id: str, fraction: float) -> bool:
     return int.from_bytes(hashlib.sha256(record_id.encode()).digest()[:8], "big") / 2**64 < fraction
 
 
-def _holdout_mask(ids: list[str], fraction: float) -> np.ndarray:
-    return np.array([fraction > 0 and is_holdout(i, fraction) for i in ids], dtype=bool)
-
-
-def _write_parquet(pieces: Iterator[pa.Table], schema: pa.Schema, path: Path) -> int:
-    """Parquet as `datasets` writes it: features in the schema metadata, page index, content-defined chunking
-    (so the Hub's Xet storage deduplicates re-uploads), one row group per piece. No timestamps: the same pieces
-    give the same bytes. Returns the Arrow size of the rows written."""
-    from datasets import config
-
-    cdc = config.DEFAULT_CDC_OPTIONS
-    nbytes = 0
-    with pq.ParquetWriter(
-        path, schema, compression="snappy", write_page_index=True, use_content_defined_chunking=cdc
-    ) as writer:
-        for piece in pieces:
-            writer.write_table(piece, row_group_size=len(piece) or 1)
-            nbytes += piece.nbytes
-        writer.add_key_value_metadata({"content_defined_chunking": json.dumps(cdc)})
-    return nbytes
-
-
 @dataclass
-class _Part:
-    """One split: row i is row `order[i]` of `table` (single-chunk columns), cast to `schema`. With a second
-    table, rows of the two alternate (a record's two poisoned triplets side by side). Rows are taken only when
-    written, a row group at a time, so the corpus text is never copied whole."""
+class _Splits:
+    """Kept rows in output order: by split name, then as dedup ordered them (given held-out rows first, then id).
+    `bounds[split]` are its positions [a, b) in that order."""
 
-    table: pa.Table
     order: np.ndarray
-    schema: pa.Schema
-    alternate: pa.Table | None = None
-
-    def __len__(self) -> int:
-        return len(self.order) * (2 if self.alternate is not None else 1)
-
-    def rows(self, start: int, stop: int) -> pa.Table:
-        if self.alternate is None:
-            return self.table.take(self.order[start:stop]).cast(self.schema)
-        rows = np.arange(start, stop)
-        first, second = rows[rows % 2 == 0] // 2, rows[rows % 2 == 1] // 2
-        both = pa.concat_tables([self.table.take(self.order[first]), self.alternate.take(self.order[second])])
-        back = np.argsort(np.concatenate([np.flatnonzero(rows % 2 == 0), np.flatnonzero(rows % 2 == 1)]))
-        return both.take(back).cast(self.schema)
+    bounds: dict[str, tuple[int, int]]
+    held_out: set[str]
 
 
-def _write_split(part: _Part, folder: Path, split: str, shard_rows: int) -> tuple[list[Path], int]:
-    """Shards of at most `shard_rows` rows, one row group of at most ROW_GROUP_ROWS rows at a time; returns
-    the paths and the split's size in Arrow bytes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shards = max(1, math.ceil(len(part) / shard_rows))
-    paths, nbytes = [], 0
-    for i in range(shards):
-        path = folder / f"{split}-{i:05d}-of-{shards:05d}.parquet"
-        start, stop = i * shard_rows, min((i + 1) * shard_rows, len(part))
-        groups = range(start, max(stop, start + 1), ROW_GROUP_ROWS)
-        nbytes += _write_parquet((part.rows(g, min(g + ROW_GROUP_ROWS, stop)) for g in groups), part.schema, path)
-        paths.append(path)
-    return paths, nbytes
+def _splits(keys: _Keys, kept: np.ndarray, stats: BuildStats) -> _Splits:
+    pairs = keys.source[kept].astype(np.int64) * 2 + keys.held_out[kept]  # (source, held out) as one code
+    codes, inverse = np.unique(pairs, return_inverse=True)
+    names = [keys.sources[code // 2] + (HOLDOUT_SUFFIX if code % 2 else "") for code in codes]
+    held_names = {name for name, code in zip(names, codes, strict=True) if code % 2}
+    if clash := held_names & {name for name, code in zip(names, codes, strict=True) if not code % 2}:
+        raise BuildError(f"source {min(clash)!r} would share its split with held-out rows; rename that source")
+    split_names = sorted(names)  # the order in which the card and the Hub list the splits
+    split_of = np.array([split_names.index(name) for name in names])[inverse]
+    counts = np.bincount(split_of, minlength=len(split_names))
+    ends = np.cumsum(counts)
+    bounds = {name: (int(end - count), int(end)) for name, count, end in zip(split_names, counts, ends, strict=True)}
+    stats.sources = sorted({keys.sources[code // 2] for code in codes})
+    stats.holdout_splits = sorted(held_names)
+    # Stable: within a split, rows stay in dedup order (ids are unique by now, so: given held-out rows first, then id).
+    return _Splits(kept[np.argsort(split_of, kind="stable")], bounds, held_names)
 
 
-def _triplet_parts(records: pa.Table, order: np.ndarray) -> dict[str, _Part]:
-    """Long form of rows `order` of `records`: one positive triplet per record in split `positive`, and its two
-    poisoned triplets side by side in split `hard_negative`."""
-    schema = TRIPLET_FEATURES.arrow_schema
+def _triplets(records: pa.Table, instruction: str, query: str, passage: str, kind: str) -> pa.Table:
+    columns = [records["id"], records[instruction], records[query], records[passage], pa.array([kind] * len(records))]
+    return pa.Table.from_arrays(columns, schema=TRIPLET_FEATURES.arrow_schema)
+
+
+def _hard_negatives(records: pa.Table) -> pa.Table:
+    """Each record's two poisoned triplets side by side: (I-, Q+, HN1), then (I+, Q-, HN2)."""
+    first = _triplets(
+        records, "instruction_negative", "query_positive", "hard_negative_document_1", "instruction_negative"
+    )
+    second = _triplets(records, "instruction_positive", "query_negative", "hard_negative_document_2", "query_negative")
     n = len(records)
+    return pa.concat_tables([first, second]).take(np.arange(2 * n).reshape(2, n).T.ravel())
 
-    def project(instruction: str, query: str, passage: str, kind: str) -> pa.Table:
-        columns = [records["id"], records[instruction], records[query], records[passage], pa.array([kind] * n)]
-        return pa.Table.from_arrays(columns, schema=schema)  # zero-copy: shares the records' buffers
 
-    return {
-        "positive": _Part(
-            project("instruction_positive", "query_positive", "document_positive", "positive"), order, schema
-        ),
-        "hard_negative": _Part(
-            project("instruction_negative", "query_positive", "hard_negative_document_1", "instruction_negative"),
-            order,
-            schema,
-            alternate=project("instruction_positive", "query_negative", "hard_negative_document_2", "query_negative"),
-        ),
+def _write(
+    keys: _Keys, runs: list[Run], splits: _Splits, folder: Path, shard_rows: int
+) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, list[str]], dict[str, int]]:
+    """All shards, in one pass over the runs in output order. Returns (rows, Arrow bytes) per config and split, the
+    generators, judges and prompt versions of the kept rows, and their passing verdicts per check."""
+    writers: dict[str, dict[str, ShardWriter]] = {"default": {}, "triplets": {}, "provenance": {}}
+    record_schema, provenance_schema = RECORD_FEATURES.arrow_schema, PROVENANCE_FEATURES.arrow_schema
+    training = 0
+    for name, (a, b) in splits.bounds.items():
+        writers["default"][name] = ShardWriter(folder / "data", name, b - a, shard_rows, record_schema)
+        training += 0 if name in splits.held_out else b - a
+        with_provenance = int(np.count_nonzero(keys.has_provenance[splits.order[a:b]]))
+        if with_provenance:
+            writers["provenance"][name] = ShardWriter(
+                folder / "provenance", name, with_provenance, shard_rows, provenance_schema
+            )
+    if training:
+        schema = TRIPLET_FEATURES.arrow_schema
+        writers["triplets"]["positive"] = ShardWriter(folder / "triplets", "positive", training, shard_rows, schema)
+        writers["triplets"]["hard_negative"] = ShardWriter(
+            folder / "triplets", "hard_negative", 2 * training, shard_rows, schema
+        )
+    positions = np.full(len(keys.ids), -1, dtype=np.int64)
+    positions[splits.order] = np.arange(len(splits.order))
+    models: dict[str, set[str]] = {"generators": set(), "judges": set(), "prompt_versions": set()}
+    columns = {"generators": "generator_model", "judges": "judge_model", "prompt_versions": "prompt_version"}
+    verdicts: Counter[str] = Counter()
+    for start, window in zip(itertools.count(0, ROW_GROUP_ROWS), in_order(runs, positions, ROW_GROUP_ROWS)):
+        for name, (a, b) in splits.bounds.items():
+            low, high = max(a, start), min(b, start + len(window))
+            if low >= high:
+                continue
+            rows = window.slice(low - start, high - low)
+            writers["default"][name].add(rows.select(_RECORD_COLUMNS))
+            if name in writers["provenance"]:
+                writers["provenance"][name].add(
+                    rows.filter(pc.is_valid(rows["generator_model"])).select(provenance_schema.names)
+                )
+            if name not in splits.held_out:
+                writers["triplets"]["positive"].add(
+                    _triplets(rows, "instruction_positive", "query_positive", "document_positive", "positive")
+                )
+                writers["triplets"]["hard_negative"].add(_hard_negatives(rows))
+            for key, column in columns.items():
+                models[key].update(pc.unique(rows[column].drop_null()).to_pylist())
+            verdicts.update(_passed_checks(rows))
+    sizes = {
+        config: {split: (writer.total, writer.close()) for split, writer in config_writers.items()}
+        for config, config_writers in writers.items()
+        if config_writers
     }
+    return sizes, {key: sorted(values) for key, values in models.items()}, dict(sorted(verdicts.items()))
 
 
 def _word_counts(table: pa.Table) -> dict[str, np.ndarray]:
-    """Whitespace-separated words of every text field, per row (a slice at a time: token lists are large)."""
-    counts: dict[str, list[np.ndarray]] = {name: [np.zeros(0, np.int64)] for name in RECORD_FIELDS}
-    for batch in table.select(list(RECORD_FIELDS)).to_batches(max_chunksize=READ_BATCH_ROWS):
-        for name in RECORD_FIELDS:
-            words = pc.list_value_length(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(batch.column(name))))
-            counts[name].append(words.to_numpy().astype(np.int64))
-    return {name: np.concatenate(parts) for name, parts in counts.items()}
+    """Whitespace-separated words of every text field, per row."""
+    return {
+        name: pc.list_value_length(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(table[name])))
+        .to_numpy(zero_copy_only=False)
+        .astype(np.int32)
+        for name in RECORD_FIELDS
+    }
 
 
 def _length_summary(counts: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -437,12 +599,6 @@ def _install(tmp: Path, out: Path) -> None:
             os.replace(tmp / name, old)
 
 
-def _write_rejects(rejects: list[dict], path: Path) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rejects:
-            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-
-
 def build_repo(
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -473,84 +629,31 @@ def build_repo(
         raise BuildError(f"--shard-rows must be >= 1, got {shard_rows}")
     out = Path(out_dir)
     stats = BuildStats(out_dir=str(out), holdout_fraction=holdout_fraction)
-    rejects: list[dict] = []
-
-    index = None
-    if decontaminate and not holdout:  # else built once the held-out rows are read
-        index = NgramIndex.from_texts(load_eval_texts(decontaminate))
-        stats.eval_texts = index.texts
-        stats.decontaminated_against = [Path(p).name for p in decontaminate]
-        _release_memory()
-    rows = _read([*inputs, *holdout], source, stats, rejects, holdout_from=len(inputs))
-    _release_memory()
-    if holdout:  # the held-out rows are evaluation texts for the rest
-        held_out = _held_out(rows)
-        texts = itertools.chain(load_eval_texts(decontaminate), _held_out_texts(rows, held_out))
-        index = NgramIndex.from_texts(texts)
-        stats.eval_texts = index.texts
-        stats.decontaminated_against = [Path(p).name for p in (*decontaminate, *holdout)]
-    # Word counts for the card are computed on another core while duplicates and contamination are found.
-    with ThreadPoolExecutor(max_workers=1) as background:
-        word_counts = background.submit(_word_counts, rows.records)
-        _dedup(rows, stats, rejects)
-        if index is not None:
-            _decontaminate(rows, index, stats, rejects)
-        counts = word_counts.result()
-    _release_memory()
-    if not len(rows.index):
-        reasons = ", ".join(f"{k} {v}" for k, v in {**stats.rejection_reasons, **stats.duplicates}.items() if v)
-        first = f"; first: {_where(rejects[0])}: {rejects[0]['reasons'][0]}" if rejects else ""
-        message = f"no record left to write out of {stats.input_rows} input rows ({reasons or 'no rows'}){first}"
-        raise BuildError(message)
-
-    kept = rows.columns(("id", "source"))
-    given = _held_out(rows)
-    holdout = _holdout_mask(kept["id"].to_pylist(), holdout_fraction) | given
-    split_of = np.char.add(np.array(kept["source"].to_pylist(), dtype=str), np.where(holdout, HOLDOUT_SUFFIX, ""))
-    stats.sources = sorted(set(kept["source"].to_pylist()))
-    stats.holdout_splits = sorted(set(split_of[holdout].tolist()))
-    if clash := set(stats.holdout_splits) & set(split_of[~holdout].tolist()):
-        raise BuildError(f"source {min(clash)!r} would share its split with held-out rows; rename that source")
-    del kept
-    by_split = np.argsort(split_of, kind="stable")  # stable: rows stay in id order within a split
-    order, split_of, holdout = rows.index[by_split], split_of[by_split], holdout[by_split]
-    stats.word_lengths = _length_summary({name: c[order] for name, c in counts.items()})
-
-    names = sorted(set(split_of.tolist()))
-    bounds = {name: (np.searchsorted(split_of, name), np.searchsorted(split_of, name, "right")) for name in names}
-    parts: dict[str, dict[str, _Part]] = {
-        "default": {
-            name: _Part(rows.records, order[a:b], RECORD_FEATURES.arrow_schema) for name, (a, b) in bounds.items()
-        }
-    }
-    training = order[~holdout]
-    if len(training):
-        parts["triplets"] = _triplet_parts(rows.records, training)
-    has_provenance = pc.is_valid(rows.provenance["generator_model"]).to_numpy(zero_copy_only=False)
-    provenance = {name: order[a:b][has_provenance[order[a:b]]] for name, (a, b) in bounds.items()}
-    if any(len(p) for p in provenance.values()):
-        schema = PROVENANCE_FEATURES.arrow_schema
-        parts["provenance"] = {name: _Part(rows.provenance, p, schema) for name, p in provenance.items() if len(p)}
-    columns = {"generators": "generator_model", "judges": "judge_model", "prompt_versions": "prompt_version"}
-    kept_provenance = rows.provenance.take(order)
-    models = {key: sorted(pc.unique(kept_provenance[c].drop_null()).to_pylist()) for key, c in columns.items()}
-    stats.judge_verdicts = _passed_checks(kept_provenance)
-
-    stats.rows_per_split = {name: len(p) for name, p in parts["default"].items()}
-    stats.triplet_rows = {name: len(p) for name, p in parts.get("triplets", {}).items()}
-    stats.provenance_rows = sum(len(p) for p in parts.get("provenance", {}).values())
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-build-", dir=out.parent))
+    rejects = _Rejects(tmp / REJECTS)
     try:
-        jobs = [(c, s, p) for c, config_parts in parts.items() for s, p in config_parts.items()]
-        sizes: dict[str, dict[str, tuple[int, int]]] = {config: {} for config in parts}
-        # Parquet encoding and compression release the GIL: write the splits on all cores.
-        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-            written = pool.map(lambda job: _write_split(job[2], tmp / CONFIG_FOLDERS[job[0]], job[1], shard_rows), jobs)
-            for (config, split, part), (_, nbytes) in zip(jobs, written, strict=True):
-                sizes[config][split] = (len(part), nbytes)
-        _write_rejects(rejects, tmp / REJECTS)
+        index = _eval_index(decontaminate, holdout, stats)
+        spiller = _Spiller(RunWriter(tmp / RUNS), index, holdout_fraction)
+        keys, runs = _read([*inputs, *holdout], source, stats, rejects, spiller, holdout_from=len(inputs))
+        _release_memory()
+        kept = _dedup(keys, _dedup_order(keys, runs), stats, rejects)
+        if index is not None:
+            kept = _decontaminate(keys, kept, index.n, stats, rejects)
+        rejects.close()
+        if not len(kept):
+            reasons = ", ".join(f"{k} {v}" for k, v in {**stats.rejection_reasons, **stats.duplicates}.items() if v)
+            first = rejects.first
+            where = f"; first: {_where(first)}: {first['reasons'][0]}" if first else ""
+            raise BuildError(
+                f"no record left to write out of {stats.input_rows} input rows ({reasons or 'no rows'}){where}"
+            )
+        splits = _splits(keys, kept, stats)
+        stats.word_lengths = _length_summary({name: c[splits.order] for name, c in keys.words.items()})
+        sizes, models, stats.judge_verdicts = _write(keys, runs, splits, tmp, shard_rows)
+        stats.rows_per_split = {name: rows for name, (rows, _) in sizes["default"].items()}
+        stats.triplet_rows = {name: rows for name, (rows, _) in sizes.get("triplets", {}).items()}
+        stats.provenance_rows = sum(rows for rows, _ in sizes.get("provenance", {}).values())
         if license == "other" and not (license_name or license_link):
             license_name, license_link = MSMARCO_LICENSE_NAME, MSMARCO_LICENSE_LINK
         meta = {"license": license, "license_name": license_name, "license_link": license_link}
@@ -558,6 +661,7 @@ def build_repo(
         (tmp / "README.md").write_text(_card(stats, sizes, models, **meta), encoding="utf-8")
         _install(tmp, out)
     finally:
+        rejects.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return stats
 

@@ -232,14 +232,24 @@ def load_eval_texts(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
                 raise InputError(file, f"no evaluation texts (fields {', '.join(TEXT_KEYS)})")
 
 
-def contaminated_fields(table: pa.Table, index: NgramIndex) -> list[list[str]]:
-    """For each row of `table` (InF-IR records), the fields (instructions, queries and passages) that overlap the
+def contamination_mask(table: pa.Table, index: NgramIndex) -> np.ndarray:
+    """For each row of `table` (InF-IR records), a bit per field of CHECKED_FIELDS (bit k: field k) that overlaps the
     evaluation texts."""
-    out: list[list[str]] = [[] for _ in range(len(table))]
     # Arrow and NumPy release the GIL, so the fields are checked on all cores.
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         hits = list(pool.map(lambda name: index.contains(table[name]), CHECKED_FIELDS))
-    for name, found in zip(CHECKED_FIELDS, hits, strict=True):
-        for i in np.flatnonzero(found):
-            out[i].append(name)
-    return out
+    mask = np.zeros(len(table), dtype=np.uint16)
+    for bit, found in enumerate(hits):
+        mask |= found.astype(np.uint16) << bit
+    return mask
+
+
+def masked_fields(mask: int) -> list[str]:
+    """The fields of CHECKED_FIELDS whose bit is set in `mask`, in that order."""
+    return [name for bit, name in enumerate(CHECKED_FIELDS) if mask >> bit & 1]
+
+
+def contaminated_fields(table: pa.Table, index: NgramIndex) -> list[list[str]]:
+    """For each row of `table` (InF-IR records), the fields (instructions, queries and passages) that overlap the
+    evaluation texts."""
+    return [masked_fields(int(mask)) for mask in contamination_mask(table, index)]

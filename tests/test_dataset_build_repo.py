@@ -2,6 +2,7 @@
 left-out record in rejects.jsonl, and counts it in the card."""
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -396,3 +397,55 @@ def test_a_training_row_repeating_a_given_holdout_row_never_displaces_it(tmp_pat
     )
     assert stats.rows_per_split == {"msmarco": 8, "msmarco_holdout": 4}
     assert stats.duplicates["duplicate_id"] == 1
+
+
+def test_streamed_build_writes_the_bytes_of_a_build_held_in_memory(tmp_path, monkeypatch):
+    """Read in batches of 5, spilled in runs of 11 rows read back 3 at a time and written in windows of 7: the same
+    repo and rejects, byte for byte, as one batch and one run (the whole input in memory, as the builder was before it
+    streamed). The input has what makes ordering hard: ids repeated across runs with other content or provenance,
+    exact and near copies under other ids, invalid and contaminated rows, several sources, given and drawn held-out
+    rows."""
+    import infir_dataset.build_repo as build_module
+    import infir_dataset.sorted_runs as runs_module
+
+    lines = [generator_line(i, source="nq" if i % 4 == 0 else "msmarco") for i in range(60)]
+    lines += [{**lines[i], "provenance": {**lines[i]["provenance"], "judge_model": "another"}} for i in (3, 9, 30)]
+    lines += [{key: value for key, value in lines[i].items() if key != "provenance"} for i in (5, 40)]
+    lines += [{**lines[7], "document_positive": lines[7]["document_positive"] + " more"}]  # same id, other passage
+    lines += [{**lines[11], "id": "msmarco-exactcopy"}, {**lines[12], "id": "msmarco-nearcopy"}]
+    lines[-1]["query_positive"] = lines[-1]["query_positive"].upper() + "?"
+    lines += [{**generator_line(70), "query_negative": generator_line(70)["query_positive"]}]  # invalid
+    lines += [
+        {**generator_line(71), "hard_negative_document_2": lines[20]["document_positive"]}
+    ]  # leaks a held-out row
+    order = list(range(len(lines)))
+    random.Random(0).shuffle(order)
+    records = write_jsonl(tmp_path / "records.jsonl", [lines[i] for i in order if i != 20])
+    held = write_jsonl(tmp_path / "held.jsonl", [lines[20], generator_line(80)])
+    options = dict(decontaminate=[], holdout=[held], holdout_fraction=0.2, shard_rows=4)
+
+    whole = build_repo([records], tmp_path / "whole", **options)
+    monkeypatch.setattr(build_module, "READ_BATCH_ROWS", 5)
+    monkeypatch.setattr(build_module, "ROW_GROUP_ROWS", 7)
+    monkeypatch.setattr(runs_module, "RUN_ROWS", 11)
+    monkeypatch.setattr(runs_module, "RUN_BATCH_ROWS", 3)
+    written = []
+    close = runs_module.RunWriter.close
+    monkeypatch.setattr(runs_module.RunWriter, "close", lambda self: written.extend(close(self)) or self.runs)
+    streamed = build_repo([records], tmp_path / "streamed", **options)
+
+    assert len(written) == 5  # 70 valid rows, added 5 at a time to runs of at least 11
+    assert {**streamed.__dict__, "out_dir": ""} == {**whole.__dict__, "out_dir": ""}
+    assert (whole.duplicates, whole.contaminated) == (
+        {"duplicate_id": 6, "exact_duplicate": 1, "near_duplicate": 1},
+        1,
+    )
+    # Of rows sharing an id, the first by content, then provenance (none last) is kept, as before streaming.
+    rows = {row["id"]: row for row in pq.read_table(tmp_path / "streamed" / "data").to_pylist()}
+    provenance = {row["id"]: row for row in pq.read_table(tmp_path / "streamed" / "provenance").to_pylist()}
+    assert rows[lines[7]["id"]]["document_positive"] == lines[7]["document_positive"]
+    assert provenance[lines[3]["id"]]["judge_model"] == "another" and lines[5]["id"] in provenance
+    files = [*_repo_files(tmp_path / "whole"), "rejects.jsonl"]
+    assert files == [*_repo_files(tmp_path / "streamed"), "rejects.jsonl"]
+    for name in files:
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "streamed" / name).read_bytes(), name
