@@ -34,6 +34,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_generate_concurrency.py
 	$(BIN)/python benchmarks/bench_train_throughput.py
 	$(BIN)/python benchmarks/bench_encode_search.py
+	$(BIN)/python benchmarks/bench_eval_memory.py
+	$(BIN)/python benchmarks/bench_train_bf16.py
 	$(BIN)/python benchmarks/bench_attention_loss.py
 	$(BIN)/python benchmarks/bench_from_backbone.py
 
