@@ -132,7 +132,6 @@ class _Keys:
     near: np.ndarray
     contaminated: np.ndarray  # a bit per field of CHECKED_FIELDS, for records that are not given held out
     has_provenance: np.ndarray
-    words: dict[str, np.ndarray]
     origin: np.ndarray  # (index into `origins`, line, row, index into `origins` of the split), -1 for none
     origins: list[str]
 
@@ -164,7 +163,6 @@ class _Spiller:
             "has_provenance": [np.zeros(0, bool)],
             "origin": [np.zeros((0, 4), np.int64)],
         }
-        self.words = {name: [np.zeros(0, np.int32)] for name in RECORD_FIELDS}
         self.sources: dict[str, int] = {}
         self.origins: dict[str, int] = {}
 
@@ -172,7 +170,6 @@ class _Spiller:
         keys = _Keys(
             ids=pa.chunked_array(self.ids).combine_chunks(),
             sources=list(self.sources),
-            words={name: np.concatenate(parts) for name, parts in self.words.items()},
             origins=list(self.origins),
             **{name: np.concatenate(parts) for name, parts in self.parts.items()},
         )
@@ -197,8 +194,6 @@ class _Spiller:
         if self.index is not None and not given_flags.all():
             checked = np.flatnonzero(~given_flags)
             contaminated[checked] = contamination_mask(table.take(checked), self.index)
-        for name, counts in _word_counts(table).items():
-            self.words[name].append(counts)
         origin = np.array(
             [
                 (
@@ -434,11 +429,20 @@ def _hard_negatives(records: pa.Table) -> pa.Table:
     return pa.concat_tables([first, second]).take(np.arange(2 * n).reshape(2, n).T.ravel())
 
 
-def _write(
-    keys: _Keys, runs: list[Run], splits: _Splits, folder: Path, shard_rows: int
-) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, list[str]], dict[str, int]]:
-    """All shards, in one pass over the runs in output order. Returns (rows, Arrow bytes) per config and split, the
-    generators, judges and prompt versions of the kept rows, and their passing verdicts per check."""
+@dataclass
+class _Written:
+    """What `_write` wrote: (rows, Arrow bytes) per config and split; the generators, judges and prompt versions of
+    the rows; their passing verdicts per check; and the words of each text field per row, in output order."""
+
+    sizes: dict[str, dict[str, tuple[int, int]]]
+    models: dict[str, list[str]]
+    verdicts: dict[str, int]
+    words: dict[str, np.ndarray]
+
+
+def _write(keys: _Keys, runs: list[Run], splits: _Splits, folder: Path, shard_rows: int) -> _Written:
+    """All shards, in one pass over the runs in output order. What describes the rows in the card is counted on the
+    way, while the shards' row groups are encoded on their own threads."""
     writers: dict[str, dict[str, ShardWriter]] = {"default": {}, "triplets": {}, "provenance": {}}
     record_schema, provenance_schema = RECORD_FEATURES.arrow_schema, PROVENANCE_FEATURES.arrow_schema
     training = 0
@@ -461,6 +465,7 @@ def _write(
     models: dict[str, set[str]] = {"generators": set(), "judges": set(), "prompt_versions": set()}
     columns = {"generators": "generator_model", "judges": "judge_model", "prompt_versions": "prompt_version"}
     verdicts: Counter[str] = Counter()
+    words: dict[str, list[np.ndarray]] = {name: [] for name in RECORD_FIELDS}
     for start, window in zip(itertools.count(0, ROW_GROUP_ROWS), in_order(runs, positions, ROW_GROUP_ROWS)):
         for name, (a, b) in splits.bounds.items():
             low, high = max(a, start), min(b, start + len(window))
@@ -480,12 +485,19 @@ def _write(
             for key, column in columns.items():
                 models[key].update(pc.unique(rows[column].drop_null()).to_pylist())
             verdicts.update(_passed_checks(rows))
+            for name, counts in _word_counts(rows).items():
+                words[name].append(counts)
     sizes = {
         config: {split: (writer.total, writer.close()) for split, writer in config_writers.items()}
         for config, config_writers in writers.items()
         if config_writers
     }
-    return sizes, {key: sorted(values) for key, values in models.items()}, dict(sorted(verdicts.items()))
+    return _Written(
+        sizes,
+        {key: sorted(values) for key, values in models.items()},
+        dict(sorted(verdicts.items())),
+        {name: np.concatenate(parts) for name, parts in words.items()},
+    )
 
 
 def _word_counts(table: pa.Table) -> dict[str, np.ndarray]:
@@ -649,8 +661,12 @@ def build_repo(
                 f"no record left to write out of {stats.input_rows} input rows ({reasons or 'no rows'}){where}"
             )
         splits = _splits(keys, kept, stats)
-        stats.word_lengths = _length_summary({name: c[splits.order] for name, c in keys.words.items()})
-        sizes, models, stats.judge_verdicts = _write(keys, runs, splits, tmp, shard_rows)
+        written = _write(keys, runs, splits, tmp, shard_rows)
+        sizes, stats.judge_verdicts, stats.word_lengths = (
+            written.sizes,
+            written.verdicts,
+            _length_summary(written.words),
+        )
         stats.rows_per_split = {name: rows for name, (rows, _) in sizes["default"].items()}
         stats.triplet_rows = {name: rows for name, (rows, _) in sizes.get("triplets", {}).items()}
         stats.provenance_rows = sum(rows for rows, _ in sizes.get("provenance", {}).values())
@@ -658,7 +674,7 @@ def build_repo(
             license_name, license_link = MSMARCO_LICENSE_NAME, MSMARCO_LICENSE_LINK
         meta = {"license": license, "license_name": license_name, "license_link": license_link}
         meta |= {"pretty_name": pretty_name, "repo_id": repo_id}
-        (tmp / "README.md").write_text(_card(stats, sizes, models, **meta), encoding="utf-8")
+        (tmp / "README.md").write_text(_card(stats, sizes, written.models, **meta), encoding="utf-8")
         _install(tmp, out)
     finally:
         rejects.close()
