@@ -161,6 +161,11 @@ def _given(argv: list[str], name: str) -> bool:
     return any(token.split("=", 1)[0] in spellings for token in argv)
 
 
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
 def parse_arguments(argv: list[str], has_eval: bool = False) -> tuple[InfEmbedTrainArguments, TrainingArguments]:
     """Command line -> (our arguments, TrainingArguments), with this command's defaults where the user set none.
 
@@ -178,6 +183,8 @@ def parse_arguments(argv: list[str], has_eval: bool = False) -> tuple[InfEmbedTr
         if not _given(argv, "per_device_eval_batch_size"):
             train_batch, _ = parser.parse_known_args(argv)
             defaults["per_device_eval_batch_size"] = train_batch.per_device_train_batch_size
+    if _given(argv, "bf16") and not _given(argv, "use_cpu") and not _has_accelerator():
+        defaults["use_cpu"] = True  # else transformers refuses --bf16 without a GPU, though CPUs with bf16 units gain
     parser.set_defaults(**{key: value for key, value in defaults.items() if key in _training_fields()})
     if _given(argv, "deepspeed") and importlib.util.find_spec("deepspeed") is None:
         raise TrainError("--deepspeed needs the deepspeed package (and GPUs), which this environment does not have")

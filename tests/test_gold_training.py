@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from infembed_model.cli import main as infembed
-from infembed_model.demo import DEMO_STEPS, HOLDOUT_SPLIT, TRAINING, _flags, instruction_negative_accuracy
+from infembed_model.demo import DEMO_STEPS, HOLDOUT_SPLIT, _flags, instruction_negative_accuracy, training_options
 from infir_dataset.build_repo import build_repo
 from infir_dataset.gold_sample import gold_path
 
@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
     base = root / "all-MiniLM-L6-v2"
     base.symlink_to(get_model_path(), target_is_directory=True)
     model = root / "InF-Embed-MiniLM"
-    options = {"--data": repo, "--backbone": base, "--output": model, "--max_steps": DEMO_STEPS, **TRAINING}
+    options = {"--data": repo, "--backbone": base, "--output": model, "--max_steps": DEMO_STEPS, **training_options()}
     assert infembed(["train", *_flags(options), "--eval_strategy", "no", "--save_strategy", "no"]) == 0
     evaluation = root / "eval"
     options = {"--from-infir": repo, "--split": HOLDOUT_SPLIT, "--output": evaluation}

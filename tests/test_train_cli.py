@@ -409,3 +409,14 @@ def test_sharding_that_cannot_run_here_is_one_clear_line(tmp_path, capsys, flags
     assert main([*argv, "--use_cpu", *flags]) == 1
     err = capsys.readouterr().err
     assert f"{flags[0]} " in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU --bf16 needs no --use_cpu")
+def test_bf16_on_a_machine_without_a_gpu_trains_on_the_cpu(tmp_path):
+    # transformers refuses --bf16 without a GPU unless --use_cpu is given; CPUs with bf16 units gain from it.
+    from infembed_model.train import parse_arguments
+
+    _, training = parse_arguments(
+        ["--data", str(tmp_path), "--backbone", str(tmp_path), "--output", str(tmp_path), "--bf16"]
+    )
+    assert training.bf16 and training.use_cpu and training.device.type == "cpu"
