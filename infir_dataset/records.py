@@ -66,22 +66,30 @@ def _iter_parquet(path: Path) -> Iterator[RawRow]:
 
 
 def _iter_dataset(name: str) -> Iterator[RawRow]:
-    """All splits of a dataset's default config (a Hub id or a local repo folder); the split name is the source."""
+    """All splits of a dataset's default config (a Hub id or a local repo folder); the split name is the source.
+    Provenance rows are found by id, and read (from `datasets`' memory-mapped cache) only when their record is."""
     import datasets
 
     try:
         splits = datasets.load_dataset(name)
         configs = datasets.get_dataset_config_names(name)
-        provenance = datasets.load_dataset(name, "provenance") if "provenance" in configs else {}
+        provenance = list(datasets.load_dataset(name, "provenance").values()) if "provenance" in configs else []
     except Exception as e:  # datasets raises many types (FileNotFoundError, ConnectionError, DatasetNotFoundError...)
         raise InputError(name, f"cannot load dataset: {type(e).__name__}: {e}") from None
-    by_id = {row["id"]: row for split in provenance.values() for row in split}
+    where: dict[str, tuple[int, int]] = {}  # id -> (provenance split, row): not the rows, which can be millions
+    for number, split in enumerate(provenance):
+        row = 0
+        for table in split.select_columns(["id"]).with_format("arrow").iter(batch_size=BATCH_ROWS):
+            for rid in table["id"].to_pylist():
+                where[rid] = (number, row)
+                row += 1
     for split, dataset in splits.items():
         row = 0
         for table in dataset.with_format("arrow").iter(batch_size=BATCH_ROWS):
             for data in table.to_pylist():
-                if data.get("id") in by_id:
-                    prov = by_id[data["id"]]
+                if data.get("id") in where:
+                    number, at = where[data["id"]]
+                    prov = provenance[number][at]
                     data["provenance"] = {k: v for k, v in prov.items() if k not in ("id", "source")}
                 yield RawRow(data, Origin(name, row=row, split=split))
                 row += 1
