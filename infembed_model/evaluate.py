@@ -9,8 +9,8 @@ M is an InF-Embed folder or Hub id, any sentence-transformers model, or `bm25` (
 --data takes evaluation folders (eval_data.py), mteb task names (run through `mteb.evaluate`, needs the Hub), or
 `TASK=DIR` to run an mteb task on a local snapshot of its Hub repo. Each model is run with instructions and again
 without them (queries alone; passages come from the cache), unless --no-instructions asks for the second run only.
---device places the model (default cuda when there is one, else cpu); --dtype bfloat16/float16 runs it under
-torch.autocast (weights stay float32; vectors cached apart from float32 ones). Lower precision is faster only where
+--device places the model (default cuda when there is one, else cpu); --dtype bfloat16/float16 loads its weights
+in that precision (vectors cached apart from float32 ones). Lower precision is faster only where
 the hardware has it: GPUs, and CPUs with AVX512-BF16/AMX; on an AVX2-only CPU bfloat16 is many times slower.
 
 Output: DIR/<model>/metrics.json and metrics_no_instructions.json (`{dataset: {metric: value}}`, mteb's names),
@@ -94,7 +94,8 @@ def as_retriever(
 ):
     """A retriever from a model spec string, a loaded InF-Embed model or SentenceTransformer, or a retriever.
 
-    `device` places a model loaded here; a loaded model stays where it is. `dtype` applies to both."""
+    `device` places a model loaded here; a loaded model stays where it is. `dtype`: a model loaded here gets its
+    weights in it, a loaded one keeps its weights and runs under `torch.autocast`."""
     if isinstance(model, DenseRetriever | Bm25Retriever):
         return model
     if isinstance(model, str):
@@ -220,7 +221,7 @@ def add_parser(subparsers) -> None:
         "--dtype",
         choices=DTYPES,
         default="float32",
-        help="precision of dense models (bfloat16/float16: torch.autocast; faster on GPUs and AVX512-BF16/AMX CPUs)",
+        help="precision of dense models' weights (bfloat16/float16 are faster on GPUs and AVX512-BF16/AMX CPUs)",
     )
     p.add_argument("--device", help="device of the dense models: cpu, cuda, cuda:1, mps, ... (default cuda if present)")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="documents kept per query in full-corpus search")
