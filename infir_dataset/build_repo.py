@@ -485,8 +485,8 @@ def _write(keys: _Keys, runs: list[Run], splits: _Splits, folder: Path, shard_ro
             for key, column in columns.items():
                 models[key].update(pc.unique(rows[column].drop_null()).to_pylist())
             verdicts.update(_passed_checks(rows))
-            for name, counts in _word_counts(rows).items():
-                words[name].append(counts)
+            for field_name, counts in _word_counts(rows).items():
+                words[field_name].append(counts)
     sizes = {
         config: {split: (writer.total, writer.close()) for split, writer in config_writers.items()}
         for config, config_writers in writers.items()
