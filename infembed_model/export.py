@@ -59,6 +59,9 @@ class ExportError(Exception):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+QUERY_TEMPLATE_KEY = "infembed_query_template"  # in config_sentence_transformers.json of the folders written here
+
+
 def query_prompt(template: str, instruction: str) -> str:
     """The template up to `{query}` with the instruction filled in: a sentence-transformers prompt, prepended to the
     query. Exact only when `{query}` ends the template (else format the whole text with `format_query`)."""
@@ -70,7 +73,7 @@ def query_is_last(template: str) -> bool:
 
 
 def write_st_files(folder: Path, config: InfEmbedConfig, model_kwargs: dict | None = None) -> None:
-    """modules.json (Transformer at the root, Pooling, Normalize), the modules' configs and the prompts.
+    """modules.json (Transformer at the root, Pooling, Normalize), the modules' configs, the prompts and the template.
 
     The Transformer module loads the backbone from the folder itself (its weights, or a LoRA adapter and the base it
     names), cut at `passage_max_length` tokens. The prompts are empty: an instruction is per query, so it goes into
@@ -105,6 +108,9 @@ def write_st_files(folder: Path, config: InfEmbedConfig, model_kwargs: dict | No
             "prompts": {"query": "", "document": ""},
             "default_prompt_name": None,
             "similarity_fn_name": "cosine" if config.normalize else "dot",
+            # Not read by sentence-transformers: `infembed eval` fills it as the trained model did (an ST prompt
+            # cannot hold a per-query instruction).
+            QUERY_TEMPLATE_KEY: config.query_template,
         },
     }
     if config.normalize:

@@ -46,6 +46,7 @@ from .metrics import Run
 DEFAULT_TOP_K = 1000
 INFEMBED_FORMAT = "InF-Embed query_template via encode_queries(queries, instructions)"
 ST_FORMAT = 'encode_query("{instruction} {query}") (the model\'s own "query" prompt, if any, prepended)'
+INFEMBED_TEMPLATE_FORMAT = "encode_query of the InF-Embed query_template {!r} filled (kept by the folder)"
 BM25_FORMAT = 'bm25s over "{instruction} {query}"'
 DTYPES = ("float32", "float16", "bfloat16")
 PASSAGE_SLICE = 2048  # passages per encode call while filling the cache: bounds the working set of encoding
@@ -375,15 +376,30 @@ def from_infembed(
 
 
 def from_sentence_transformer(
-    model, name: str, identity: str, batch_size: int = 32, cache_dir: Path | None = None, dtype: str = "float32"
+    model,
+    name: str,
+    identity: str,
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    dtype: str = "float32",
+    query_template: str | None = None,
 ):
-    """Adapter for a loaded SentenceTransformer (instruction handling in the module docstring), computing in `dtype`."""
+    """Adapter for a loaded SentenceTransformer (instruction handling in the module docstring), computing in `dtype`.
+    With `query_template` (an InF-Embed model's, kept by the folders `infembed train` and `infembed export` write),
+    a query is that template filled with its instruction, as the model was trained."""
     normalize = str(model.similarity_fn_name or "cosine") == "cosine"
     kwargs = {"batch_size": batch_size, "normalize_embeddings": normalize, "convert_to_numpy": True}
 
+    def texts(queries: list[str], instructions: list[str]) -> list[str]:
+        if query_template is None:
+            return query_texts(queries, instructions)
+        from .modeling_infembed import format_query
+
+        return [format_query(query_template, q, i) for q, i in zip(queries, instructions, strict=True)]
+
     def encode_queries(queries: list[str], instructions: list[str]) -> np.ndarray:
         with precision(dtype, _device_type(model)):
-            return np.asarray(model.encode_query(query_texts(queries, instructions), **kwargs), dtype=np.float32)
+            return np.asarray(model.encode_query(texts(queries, instructions), **kwargs), dtype=np.float32)
 
     def encode_passages(passages: list[str]) -> np.ndarray:
         with precision(dtype, _device_type(model)):
@@ -393,7 +409,7 @@ def from_sentence_transformer(
     return DenseRetriever(
         name=name,
         identity=identity,
-        instruction_format=ST_FORMAT,
+        instruction_format=ST_FORMAT if query_template is None else INFEMBED_TEMPLATE_FORMAT.format(query_template),
         encode_queries=encode_queries,
         encode_passages=encode_passages,
         cache_dir=cache_dir,
@@ -438,6 +454,15 @@ def load_retriever(
     from sentence_transformers import SentenceTransformer
 
     model = in_dtype(SentenceTransformer(spec, device=device), dtype)
+    template = _query_template(spec)
     extra = {"max_seq_length": model.max_seq_length, "prompts": model.prompts, "sim": str(model.similarity_fn_name)}
     identity = model_identity(spec, "sentence-transformers", extra, cache_dir)
-    return from_sentence_transformer(model, name, identity, batch_size, cache_dir, dtype)
+    return from_sentence_transformer(model, name, identity, batch_size, cache_dir, dtype, template)
+
+
+def _query_template(folder: str) -> str | None:
+    """The InF-Embed query template that a LoRA adapter or exported folder keeps (None for other models)."""
+    from .export import QUERY_TEMPLATE_KEY
+
+    path = Path(folder) / "config_sentence_transformers.json"
+    return json.loads(path.read_text()).get(QUERY_TEMPLATE_KEY) if path.is_file() else None

@@ -252,3 +252,19 @@ def test_adapter_of_an_infembed_model_loads_through_that_model(repo, backbone_di
     scope = {}
     exec(snippet.replace("your-org/lora-on-infembed", str(out)), scope)  # noqa: S102
     assert (_embeddings(scope["model"]) - expected).abs().max() < 1e-5
+
+
+def test_infembed_eval_of_an_adapter_folder_fills_the_query_template(lora_runs):
+    """`infembed eval --model ADAPTER` loads the folder with sentence-transformers, and gives each query the trained
+    template with its instruction, so its query vectors are the trained model's (not "{instruction} {query}")."""
+    from transformers import AutoModel
+
+    from infembed_model.retrievers import load_retriever
+
+    merged_dir, adapter = lora_runs
+    merged = AutoModel.from_pretrained(merged_dir, trust_remote_code=True).eval()
+    retriever = load_retriever(str(adapter), device="cpu")
+    assert repr(merged.config.query_template) in retriever.instruction_format
+    queries = torch.from_numpy(retriever.encode_queries(QUERIES, INSTRUCTIONS))
+    assert (queries - merged.encode_queries(QUERIES, INSTRUCTIONS)).abs().max() < 1e-5
+    assert (torch.from_numpy(retriever.encode_passages(PASSAGES)) - merged.encode_passages(PASSAGES)).abs().max() < 1e-5
