@@ -662,11 +662,8 @@ def build_repo(
             )
         splits = _splits(keys, kept, stats)
         written = _write(keys, runs, splits, tmp, shard_rows)
-        sizes, stats.judge_verdicts, stats.word_lengths = (
-            written.sizes,
-            written.verdicts,
-            _length_summary(written.words),
-        )
+        sizes = written.sizes
+        stats.judge_verdicts, stats.word_lengths = written.verdicts, _length_summary(written.words)
         stats.rows_per_split = {name: rows for name, (rows, _) in sizes["default"].items()}
         stats.triplet_rows = {name: rows for name, (rows, _) in sizes.get("triplets", {}).items()}
         stats.provenance_rows = sum(rows for rows, _ in sizes.get("provenance", {}).values())
