@@ -269,8 +269,9 @@ def instruction_negative_accuracy(model: str, dataset: Path) -> dict[str, float]
     from infembed_model.modeling_infembed import expand_rows
     from infembed_model.retrievers import load_retriever
     from infembed_model.training_eval import instruction_metrics
+    from infir_dataset.local_cache import cache_dir_for
 
-    rows = load_dataset(str(dataset), split=HOLDOUT_SPLIT)
+    rows = load_dataset(str(dataset), split=HOLDOUT_SPLIT, cache_dir=cache_dir_for(dataset))
     instructions, queries, passages = (list(column) for column in zip(*expand_rows(list(rows)), strict=True))
     retriever = load_retriever(model)
     e = torch.as_tensor(retriever.encode_queries(queries, instructions))

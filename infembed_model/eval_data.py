@@ -7,12 +7,12 @@ Configs (declared in the folder's README.md YAML, as on the Hub): `corpus` (`_id
 `test` when it has one, else its only split, and queries without qrels are not evaluated.
 """
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 from datasets import get_dataset_config_names, get_dataset_split_names, load_dataset
+
+from infir_dataset.local_cache import cache_dir_for
 
 REQUIRED_CONFIGS = ("corpus", "queries", "default")
 
@@ -48,17 +48,6 @@ def _split(folder: str, config: str) -> str:
     return "test" if "test" in splits else splits[0]
 
 
-def _cache_dir(folder: str) -> str:
-    """A datasets cache folder per state of the folder's files: datasets 5 reuses its Arrow cache of a local folder
-    even after a file changed (seen with a rewritten qrels file), which would evaluate stale data."""
-    digest = hashlib.sha256()
-    for f in sorted(Path(folder).rglob("*")):
-        if f.is_file():
-            stat = f.stat()
-            digest.update(f"{f.relative_to(folder)}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}\n".encode())
-    return str(Path(datasets.config.HF_DATASETS_CACHE) / "infembed_eval" / digest.hexdigest()[:16])
-
-
 def _release_arrow_memory() -> None:
     """Give back what Arrow's allocator keeps after datasets converted a config to its Arrow cache: about 1 KB per
     corpus row (200,000 MS MARCO passages read from one Parquet row group left 195 MB held), for the rest of the run."""
@@ -72,7 +61,7 @@ def _release_arrow_memory() -> None:
 def _load(folder: str, config: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, list]:
     """The config's columns as lists; `optional` columns are returned only where the config has them."""
     try:
-        ds = load_dataset(folder, config, split=_split(folder, config), cache_dir=_cache_dir(folder))
+        ds = load_dataset(folder, config, split=_split(folder, config), cache_dir=cache_dir_for(folder))
     except ValueError as e:
         if "corresponds to no data" in str(e):  # datasets' answer for a config whose files hold 0 rows
             return {c: [] for c in columns + optional}

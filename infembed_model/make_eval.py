@@ -169,7 +169,9 @@ def _load_infir_rows(source: str, split: str) -> list[dict]:
 
     path = Path(source)
     if path.is_dir():
-        return list(load_dataset(str(path), split=split))
+        from infir_dataset.local_cache import cache_dir_for
+
+        return list(load_dataset(str(path), split=split, cache_dir=cache_dir_for(path)))
     kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
     if kind is None or not path.exists():
         raise MakeEvalError(f"{source}: expected a dataset folder, a .jsonl or a .parquet file")

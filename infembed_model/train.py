@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
+from infir_dataset.local_cache import cache_dir_for
 from infir_dataset.redact import redact_arguments, redact_argv, redact_record
 
 from . import is_infembed
@@ -232,10 +233,11 @@ def load_training_data(args: InfEmbedTrainArguments, seed: int = 42):
     if eval_split is None and args.eval_fraction is None and f"{args.split}_holdout" in splits:
         eval_split = f"{args.split}_holdout"
 
-    train = _records(load_dataset(args.data, split=args.split), args.data, args.split)
+    cache_dir = cache_dir_for(args.data)
+    train = _records(load_dataset(args.data, split=args.split, cache_dir=cache_dir), args.data, args.split)
     evaluation = None
     if eval_split:
-        evaluation = _records(load_dataset(args.data, split=eval_split), args.data, eval_split)
+        evaluation = _records(load_dataset(args.data, split=eval_split, cache_dir=cache_dir), args.data, eval_split)
     elif args.eval_fraction is not None:
         parts = train.train_test_split(test_size=args.eval_fraction, seed=seed)
         train, evaluation = parts["train"], parts["test"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonl import InputError, read_jsonl
+from .local_cache import cache_dir_for
 from .schema import RECORD_FIELDS, record_id
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -71,9 +72,13 @@ def _iter_dataset(name: str) -> Iterator[RawRow]:
     import datasets
 
     try:
-        splits = datasets.load_dataset(name)
+        cache_dir = cache_dir_for(name)
+        splits = datasets.load_dataset(name, cache_dir=cache_dir)
         configs = datasets.get_dataset_config_names(name)
-        provenance = list(datasets.load_dataset(name, "provenance").values()) if "provenance" in configs else []
+        if "provenance" in configs:
+            provenance = list(datasets.load_dataset(name, "provenance", cache_dir=cache_dir).values())
+        else:
+            provenance = []
     except Exception as e:  # datasets raises many types (FileNotFoundError, ConnectionError, DatasetNotFoundError...)
         raise InputError(name, f"cannot load dataset: {type(e).__name__}: {e}") from None
     where: dict[str, tuple[int, int]] = {}  # id -> (provenance split, row): not the rows, which can be millions

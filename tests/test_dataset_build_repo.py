@@ -449,3 +449,23 @@ def test_streamed_build_writes_the_bytes_of_a_build_held_in_memory(tmp_path, mon
     assert files == [*_repo_files(tmp_path / "streamed"), "rejects.jsonl"]
     for name in files:
         assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "streamed" / name).read_bytes(), name
+
+
+def test_a_repo_rebuilt_in_place_is_read_afresh(tmp_path):
+    """datasets keys its cache of a local folder on the card, which a rebuild with rows of the same sizes leaves as it
+    was: `infembed train` and build-repo's dataset input must still see the new rows (`local_cache.cache_dir_for`)."""
+    from infembed_model.train import InfEmbedTrainArguments, load_training_data
+    from infir_dataset.records import iter_rows
+
+    lines = [generator_line(i) for i in range(6)]
+    repo = tmp_path / "repo"
+    build_repo([write_jsonl(tmp_path / "a.jsonl", lines)], repo)
+    args = InfEmbedTrainArguments(data=str(repo), backbone="unused")
+    before = load_training_data(args)[0]["hard_negative_document_1"]
+    card = (repo / "README.md").read_text()
+    edited = [{**line, "hard_negative_document_1": "Z" + line["hard_negative_document_1"][1:]} for line in lines]
+    build_repo([write_jsonl(tmp_path / "b.jsonl", edited)], repo)
+    assert (repo / "README.md").read_text() == card  # same counts and sizes: the card cannot tell the rows apart
+    after = load_training_data(args)[0]["hard_negative_document_1"]
+    assert after != before and all(text.startswith("Z") for text in after)
+    assert all(row.data["hard_negative_document_1"].startswith("Z") for row in iter_rows(repo))
