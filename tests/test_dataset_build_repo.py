@@ -400,7 +400,7 @@ def test_a_training_row_repeating_a_given_holdout_row_never_displaces_it(tmp_pat
 
 
 def test_streamed_build_writes_the_bytes_of_a_build_held_in_memory(tmp_path, monkeypatch):
-    """Read in batches of 5, spilled in runs of 11 rows read back 3 at a time and written in windows of 7: the same
+    """Read in batches of 5, spilled in runs of 15 rows read back 3 at a time and written in windows of 7: the same
     repo and rejects, byte for byte, as one batch and one run (the whole input in memory, as the builder was before it
     streamed). The input has what makes ordering hard: ids repeated across runs with other content or provenance,
     exact and near copies under other ids, invalid and contaminated rows, several sources, given and drawn held-out
@@ -434,7 +434,7 @@ def test_streamed_build_writes_the_bytes_of_a_build_held_in_memory(tmp_path, mon
     monkeypatch.setattr(runs_module.RunWriter, "close", lambda self: written.extend(close(self)) or self.runs)
     streamed = build_repo([records], tmp_path / "streamed", **options)
 
-    assert len(written) == 5  # 70 valid rows, added 5 at a time to runs of at least 11
+    assert len(written) == 5  # 70 valid rows in runs of 15 (batches of 5 until a run holds 11 or more)
     assert {**streamed.__dict__, "out_dir": ""} == {**whole.__dict__, "out_dir": ""}
     assert (whole.duplicates, whole.contaminated) == (
         {"duplicate_id": 6, "exact_duplicate": 1, "near_duplicate": 1},
