@@ -21,24 +21,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from bench_encode_search import cpu  # a sibling script: run from benchmarks/, its folder is on sys.path
 
 from infembed_model.demo import DEMO_STEPS, TRAINING, _flags
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLD = ROOT / "infir_dataset" / "gold"
 BIN = Path(sys.executable).parent
-
-
-def cpu() -> tuple[str, str]:
-    """(model name, the flags that decide bf16 speed) from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-        name = next(line for line in info if line.startswith("model name")).split(":", 1)[1].strip()
-        flags = next(line for line in info if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown", "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return name, ", ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
 
 
 def train(repo: Path, backbone: str, out: Path, steps: int, bf16: bool) -> dict:

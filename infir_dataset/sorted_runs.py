@@ -139,6 +139,8 @@ def scan(runs: list[Run], rows: np.ndarray) -> Iterator[tuple[np.ndarray, pa.Tab
 
 def gather(runs: list[Run], rows: np.ndarray) -> pa.Table:
     """Input rows `rows`, in that order: all in memory at once, so for a few rows."""
+    position = np.full(sum(len(run.rows) for run in runs), -1)
+    position[rows] = np.arange(len(rows))
     found = list(scan(runs, rows))
-    where = np.argsort(rows)[np.searchsorted(np.sort(rows), np.concatenate([index for index, _ in found]))]
+    where = position[np.concatenate([index for index, _ in found])]
     return pa.concat_tables([table for _, table in found]).take(np.argsort(where))
